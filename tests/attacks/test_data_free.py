@@ -20,7 +20,7 @@ from stealkit.attacks.dfme import (
 )
 from stealkit.attacks.mega import class_balance_loss, confidence, substitute_loss
 from stealkit.errors import BudgetExceeded
-from stealkit.metrics import agreement
+from stealkit.metrics import ConvergenceCurve, agreement
 from stealkit.models import build_model
 from stealkit.models.generators import build_generator
 
@@ -289,3 +289,55 @@ def test_registry_repr_and_bad_hyperparameters():
         DaST(variant="soft")
     with pytest.raises(ValueError, match="grad_m"):
         DFME(grad_m=0)
+
+
+# --- the monitor hook (convergence curves) ------------------------------------------------------
+@pytest.mark.parametrize(("make", "output", "kind"), ATTACKS, ids=IDS)
+def test_monitor_sees_every_round_and_ends_at_the_budget(make, output, kind, make_oracle):
+    seen: list[int] = []
+    oracle = make_oracle(output, budget=300)
+    make().run(
+        oracle,
+        surrogate=_surrogate(),
+        generator=_generator(kind),
+        budget=300,
+        device="cpu",
+        monitor=lambda model, spent: seen.append(spent),
+    )
+    assert seen == sorted(seen) and len(set(seen)) == len(seen)
+    assert seen[-1] == 300 == oracle.ledger.spent
+
+
+def test_a_convergence_curve_records_without_changing_the_attack(make_oracle, toy_model):
+    x = torch.rand((200, 1, 8, 8), generator=torch.Generator().manual_seed(7))
+    victim = toy_model(x).argmax(1)
+    curve = ConvergenceCurve(x, victim, victim, at=[100, 200, 250])
+    runs = []
+    for monitor in (None, curve):
+        oracle = make_oracle("label", budget=320)
+        result = _mega(query_batch=64).run(
+            oracle, surrogate=_surrogate(), generator=_generator(), budget=320, monitor=monitor
+        )
+        runs.append(result.surrogate.state_dict())
+    for key in runs[0]:  # evaluating along the way leaves the trained weights bit for bit alike
+        assert torch.equal(runs[0][key], runs[1][key]), key
+    # rounds end at 64, 128, ..., 320: the first round at or past each checkpoint is recorded once
+    assert [p["queries"] for p in curve.points] == [128.0, 256.0]
+    assert all(
+        0.0 <= p["agreement"] <= 1.0 and p["accuracy"] == p["agreement"] for p in curve.points
+    )
+
+
+def test_a_convergence_curve_needs_positive_checkpoints():
+    x = torch.rand((4, 1, 8, 8))
+    with pytest.raises(ValueError, match="positive query counts"):
+        ConvergenceCurve(x, None, torch.zeros(4, dtype=torch.long), at=[])
+    with pytest.raises(ValueError, match="positive query counts"):
+        ConvergenceCurve(x, None, torch.zeros(4, dtype=torch.long), at=[0, 10])
+
+
+def test_data_free_types_are_registered_as_such():
+    from stealkit.attacks import is_data_free
+
+    assert all(is_data_free(t) for t in ("mega", "dast", "dfme"))
+    assert not any(is_data_free(t) for t in ("knockoff", "copycat", "contsteal"))

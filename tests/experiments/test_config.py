@@ -85,7 +85,27 @@ BAD_CASES = [
     ("empty grid", _set("grid", []), ["grid"]),
     ("zero limit", _set("pool.limit", 0), ["pool.limit"]),
     ("unknown victim", _set("victim.name", "no-such-victim"), ["victim.name", "no-such-victim"]),
+    ("pool-based attack without a pool", _set("pool", None), ["copycat", "pool:"]),
+    ("zero curve_every", _set("curve_every", 0), ["curve_every"]),
+    ("unknown transfer method", _set("transfer", {"methods": ["cw"]}), ["transfer.methods"]),
+    ("eps above 1", _set("transfer", {"eps": 2.0}), ["transfer.eps"]),
+    (
+        "unknown baseline arch",
+        _set("transfer", {"baseline": {"arch": "vgg99"}}),
+        ["transfer.baseline.arch", "vgg99"],
+    ),
 ]
+
+
+def test_data_free_grids_need_no_pool() -> None:
+    data = minimal()
+    del data["pool"]
+    data["grid"] = [{"attacks": ["mega", "dast-l", "dfme"], "budgets": [1000]}]
+    data["transfer"] = {"eps": 0.1}
+    cfg = parse_config(data)
+    assert cfg.pool is None and cfg.transfer is not None
+    assert cfg.transfer.methods == ["fgsm", "bim", "pgd"] and cfg.transfer.targeted == [False, True]
+    assert cfg.attack_spec("dast-l") == ("dast", {"variant": "label"})
 
 
 @pytest.mark.parametrize(("case", "edit", "says"), BAD_CASES, ids=[c[0] for c in BAD_CASES])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stealkit.metrics import bim, fgsm, pgd, transfer_success
+from stealkit.metrics import bim, fgsm, pgd, random_targets, transfer_success, transfer_table
 
 EPS = 0.05
 
@@ -96,3 +96,49 @@ def test_pgd_start_is_seeded_and_eps_zero_changes_nothing(toy_model, batch):
     assert torch.equal(fgsm(toy_model, x, y, 0.0), x)
     with pytest.raises(ValueError, match="steps"):
         pgd(toy_model, x, y, EPS, 0, 0.01)
+
+
+def test_random_targets_are_never_the_true_label():
+    y = torch.arange(10).repeat(50)
+    t = random_targets(y, 10, torch.Generator().manual_seed(0))
+    assert not bool((t == y).any())
+    assert set(t.tolist()) == set(range(10))  # every class is used as a target
+    with pytest.raises(ValueError, match="two classes"):
+        random_targets(torch.zeros(3, dtype=torch.long), 1, torch.Generator())
+
+
+def test_transfer_table_from_the_victim_itself_matches_white_box(toy_model, batch):
+    x, y = batch
+    rows = transfer_table(
+        toy_model,
+        lambda xa: toy_model(xa).argmax(1),
+        x,
+        y,
+        num_classes=4,
+        eps=EPS,
+        steps=10,
+        step_size=EPS / 4,
+    )
+    assert [(r["method"], r["targeted"]) for r in rows] == [
+        (m, t) for t in (False, True) for m in ("fgsm", "bim", "pgd")
+    ]
+    for r in rows:  # crafted on the victim itself, transfer is exactly white-box success
+        assert r["success"] == r["white_box_success"]
+        assert r["n"] == len(y)
+    assert rows[2]["success"] > 0.5  # untargeted PGD fools the undefended toy model
+
+
+def test_transfer_table_refuses_unknown_methods(toy_model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="unknown transfer attack"):
+        transfer_table(
+            toy_model,
+            lambda xa: y,
+            x,
+            y,
+            num_classes=4,
+            methods=["cw"],
+            eps=0.1,
+            steps=1,
+            step_size=0.1,
+        )

@@ -35,14 +35,34 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "encoder-wasserstein": ("encoder", {"loss": "wasserstein"}),
     "contsteal": ("contsteal", {}),
     "stolenencoder": ("stolenencoder", {}),
+    # data-free (no pool): the generator makes every query
+    "mega": ("mega", {"variant": "label"}),
+    "mega-p": ("mega", {"variant": "probability"}),
+    "dast-l": ("dast", {"variant": "label"}),
+    "dast-p": ("dast", {"variant": "probability"}),
+    "dfme": ("dfme", {}),
 }
 
+# Attack types that take no pool: ``run(oracle, *, surrogate, budget, seed, device, monitor)``.
+DATA_FREE: set[str] = set()
 
-def register_attack(name: str, factory: Callable[..., Any]) -> None:
-    """Register an attack type; ``factory(**params)`` returns an object with ``run``."""
+
+def is_data_free(type_: str) -> bool:
+    """Whether attacks of this type make their own queries (no pool)."""
+    return type_ in DATA_FREE
+
+
+def register_attack(name: str, factory: Callable[..., Any], *, data_free: bool = False) -> None:
+    """Register an attack type; ``factory(**params)`` returns an object with ``run``.
+
+    ``data_free`` attacks are run without a pool (``run(oracle, *, surrogate, budget, seed,
+    device, monitor)``); the others get the pool as their second argument.
+    """
     if name in _ATTACKS:
         raise ValueError(f"attack {name!r} is already registered")
     _ATTACKS[name] = factory
+    if data_free:
+        DATA_FREE.add(name)
 
 
 def attack_names() -> list[str]:
@@ -65,11 +85,12 @@ register_attack("copycat", CopyCat)
 register_attack("encoder", EncoderStealing)
 register_attack("contsteal", ContSteal)
 register_attack("stolenencoder", StolenEncoder)
-register_attack("mega", MEGA)
-register_attack("dast", DaST)
-register_attack("dfme", DFME)
+register_attack("mega", MEGA, data_free=True)
+register_attack("dast", DaST, data_free=True)
+register_attack("dfme", DFME, data_free=True)
 
 __all__ = [
+    "DATA_FREE",
     "PRESETS",
     "AttackResult",
     "ContSteal",
@@ -84,5 +105,6 @@ __all__ = [
     "TrainRecipe",
     "attack_names",
     "build_attack",
+    "is_data_free",
     "register_attack",
 ]

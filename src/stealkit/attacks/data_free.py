@@ -8,7 +8,7 @@ draw reproducible seeds from one ``torch.Generator``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -19,6 +19,10 @@ from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
 from stealkit.train.loop import default_device
 
+Monitor = Callable[[nn.Module, int], None]
+"""Called as ``monitor(surrogate, queries_spent)`` after each round; it may evaluate the surrogate
+(restoring its mode) but must not change it. See ``stealkit.metrics.ConvergenceCurve``."""
+
 
 def classifier_classes(oracle: Oracle) -> int:
     """The oracle's number of classes; a clear ValueError for an embedding oracle."""
@@ -28,7 +32,13 @@ def classifier_classes(oracle: Oracle) -> int:
 
 
 def default_generator(
-    oracle: Oracle, kind: str, nz: int, *, seed: int, num_classes: int | None = None
+    oracle: Oracle,
+    kind: str,
+    nz: int,
+    *,
+    seed: int,
+    num_classes: int | None = None,
+    ngf: int = 64,
 ) -> Generator:
     """A fresh generator (see ``build_generator``) whose images fit the oracle's input spec."""
     spec = oracle.input_spec
@@ -39,7 +49,7 @@ def default_generator(
         )
     if spec.value_range != (0.0, 1.0):
         raise ValueError(f"generators output [0, 1], the oracle takes {spec.value_range}")
-    return build_generator(kind, nz, spec.channels, spec.height, num_classes, seed=seed)
+    return build_generator(kind, nz, spec.channels, spec.height, num_classes, ngf=ngf, seed=seed)
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from stealkit.attacks.base import AttackResult, spend_limit, training_targets
 from stealkit.attacks.data_free import (
+    Monitor,
     classifier_classes,
     default_generator,
     frozen,
@@ -84,6 +85,8 @@ class MEGA:
         variant: "label" (the paper's setting: top-1 labels only) or "probability".
         query_batch: size of the fixed noise set Z, i.e. queries per round.
         nz: noise dimension (must match a generator you pass in).
+        ngf: width of the default generator's trunk (64 as in DFAD/DFME; 16-32 is enough for
+            28x28 digits and several times faster on a CPU).
         sub_batch: mini-batch of the substitute step.
         sub_lr: Adam learning rate of the substitute (one optimizer for the whole run).
         max_epochs: most passes of one substitute step.
@@ -104,6 +107,7 @@ class MEGA:
         variant: str = "label",
         query_batch: int = 256,
         nz: int = 100,
+        ngf: int = 64,
         sub_batch: int = 64,
         sub_lr: float = 1e-3,
         max_epochs: int = 30,
@@ -116,13 +120,13 @@ class MEGA:
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if min(query_batch, nz, sub_batch, max_epochs, patience, gen_steps) < 1:
+        if min(query_batch, nz, ngf, sub_batch, max_epochs, patience, gen_steps) < 1:
             raise ValueError(
-                "query_batch, nz, sub_batch, max_epochs, patience and gen_steps must be >= 1"
+                "query_batch, nz, ngf, sub_batch, max_epochs, patience and gen_steps must be >= 1"
             )
         if sub_lr <= 0 or gen_lr <= 0 or min_delta < 0 or balance_weight < 0:
             raise ValueError("sub_lr and gen_lr must be > 0; min_delta and balance_weight >= 0")
-        self.variant, self.query_batch, self.nz = variant, query_batch, nz
+        self.variant, self.query_batch, self.nz, self.ngf = variant, query_batch, nz, ngf
         self.sub_batch, self.sub_lr, self.max_epochs = sub_batch, sub_lr, max_epochs
         self.patience, self.min_delta = patience, min_delta
         self.gen_steps, self.gen_lr, self.balance_weight = gen_steps, gen_lr, balance_weight
@@ -130,7 +134,7 @@ class MEGA:
 
     def __repr__(self) -> str:
         return (
-            f"MEGA(variant={self.variant!r}, query_batch={self.query_batch}, nz={self.nz}, "
+            f"MEGA(variant={self.variant!r}, query_batch={self.query_batch}, nz={self.nz}, ngf={self.ngf}, "
             f"sub_batch={self.sub_batch}, sub_lr={self.sub_lr}, max_epochs={self.max_epochs}, "
             f"patience={self.patience}, min_delta={self.min_delta}, gen_steps={self.gen_steps}, "
             f"gen_lr={self.gen_lr}, balance_weight={self.balance_weight}, replay={self.replay})"
@@ -208,6 +212,7 @@ class MEGA:
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
     ) -> AttackResult:
         """Steal with exactly ``budget`` queries of generated images; no data is used.
 
@@ -221,7 +226,9 @@ class MEGA:
         dev = resolve_device(device)
         gen = torch.Generator().manual_seed(seed)
         if generator is None:
-            generator = default_generator(oracle, "dcgan", self.nz, seed=next_seed(gen))
+            generator = default_generator(
+                oracle, "dcgan", self.nz, seed=next_seed(gen), ngf=self.ngf
+            )
         generator.to(dev)
         surrogate.to(dev)
         z = torch.randn((self.query_batch, self.nz), generator=gen).to(dev)
@@ -255,6 +262,8 @@ class MEGA:
                 row["generator_loss"] = self.generator_step(generator, surrogate, z, opt_g)[-1]
             history.append(row)
             log.debug("MEGA round %d: %s", len(history), row)
+            if monitor is not None:
+                monitor(surrogate, spent)
         return AttackResult(
             surrogate=surrogate.eval(),
             queries=oracle.ledger.spent - start,

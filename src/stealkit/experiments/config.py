@@ -53,11 +53,45 @@ class GridConfig(_Strict):
         return v
 
 
+class BaselineConfig(_Strict):
+    """An independent model for the transfer-attack comparison: trained on its own labelled data,
+    never on the victim's answers."""
+
+    dataset: str = "mnist-5k"
+    split: str = "train"
+    limit: int | None = Field(default=None, ge=1)
+    arch: str = "cnn3"
+    epochs: int = Field(default=10, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+TransferMethod = Literal["fgsm", "bim", "pgd"]
+
+
+def _all_methods() -> list[TransferMethod]:
+    return ["fgsm", "bim", "pgd"]
+
+
+class TransferConfig(_Strict):
+    """Transfer adversarial attacks crafted on each stolen model (and on the baseline), scored on
+    the victim over evaluation images it classifies correctly."""
+
+    methods: list[TransferMethod] = Field(default_factory=_all_methods, min_length=1)
+    eps: float = Field(default=0.2, gt=0, le=1)
+    steps: int = Field(default=20, ge=1)
+    step_size: float | None = Field(default=None, gt=0)  # None: 2.5 * eps / steps
+    targeted: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
+    limit: int = Field(default=500, ge=1)
+    baseline: BaselineConfig | None = Field(default_factory=BaselineConfig)
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     victim: VictimConfig = Field(default_factory=VictimConfig)
-    pool: DataConfig
+    pool: DataConfig | None = None  # the thief's images; data-free attacks need none
     eval: DataConfig
+    curve_every: int | None = Field(default=None, ge=1)
+    transfer: TransferConfig | None = None
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
     price_per_1k: float = Field(default=1.0, ge=0)
     device: str = "auto"
@@ -110,7 +144,24 @@ class ExperimentConfig(_Strict):
                     f"grid.{i}: defences perturb probabilities, but victim.output is {self.victim.output!r}; "
                     "set victim.output to 'probabilities' (or 'logits') or use defenses: [none]"
                 )
-        for part in (self.pool, self.eval):
+        from stealkit.attacks import is_data_free
+
+        pool_users = sorted(
+            {a for g in self.grid for a in g.attacks if not is_data_free(self.attack_spec(a)[0])}
+        )
+        if self.pool is None and pool_users:
+            raise ValueError(
+                f"attacks {pool_users} query the thief's own images: add a 'pool:' section "
+                "(e.g. pool: {dataset: fashion-mnist}), or use only data-free attacks (mega, dast, dfme)"
+            )
+        parts = [self.eval] + ([self.pool] if self.pool is not None else [])
+        if self.transfer is not None and self.transfer.baseline is not None:
+            parts.append(self.transfer.baseline)  # type: ignore[arg-type]
+            if self.transfer.baseline.arch not in model_names():
+                raise ValueError(
+                    f"transfer.baseline.arch {self.transfer.baseline.arch!r} is not one of {model_names()}"
+                )
+        for part in parts:
             if part.dataset not in dataset_names():
                 raise ValueError(
                     f"dataset {part.dataset!r} is not registered; known: {dataset_names()}"

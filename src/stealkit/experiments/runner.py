@@ -17,15 +17,15 @@ import torch
 from torch import Tensor
 
 from stealkit import __version__
-from stealkit.attacks import build_attack
+from stealkit.attacks import build_attack, is_data_free
 from stealkit.data import load_dataset, to_spec
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import DefendedOracle, Defense, build_defense
 from stealkit.experiments.config import ExperimentConfig
-from stealkit.metrics import accuracy, evaluate_stolen
+from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen, transfer_table
 from stealkit.models import build_model
 from stealkit.oracle import Ledger, LocalOracle, Oracle, OutputKind
-from stealkit.train.loop import default_device
+from stealkit.train.loop import default_device, fit
 from stealkit.victims.base import Victim
 
 log = logging.getLogger(__name__)
@@ -131,10 +131,14 @@ class Experiment:
         ev = load_dataset(
             cfg.eval.dataset, cfg.eval.split, data_dir=cfg.data_dir, **cfg.eval.params
         ).limit(cfg.eval.limit)
-        pool_ds = load_dataset(
-            cfg.pool.dataset, cfg.pool.split, data_dir=cfg.data_dir, **cfg.pool.params
-        ).limit(cfg.pool.limit)
-        pool = QueryPool(pool_ds, victim.spec)
+        pool_ds = (
+            load_dataset(
+                cfg.pool.dataset, cfg.pool.split, data_dir=cfg.data_dir, **cfg.pool.params
+            ).limit(cfg.pool.limit)
+            if cfg.pool is not None
+            else None
+        )
+        pool = QueryPool(pool_ds, victim.spec) if pool_ds is not None else None
         x_eval = to_spec(ev.images(), victim.spec)
         clean = make_oracle(victim, cfg, None, Ledger(), self.device)
         clean_probs = (
@@ -156,8 +160,8 @@ class Experiment:
                 "test_accuracy": victim_acc,
                 "eval_set": ev.name,
                 "eval_size": len(ev),
-                "pool": pool_ds.name,
-                "pool_size": len(pool_ds),
+                "pool": pool_ds.name if pool_ds is not None else None,
+                "pool_size": len(pool_ds) if pool_ds is not None else 0,
                 "oracle": repr(clean),
                 "output": cfg.victim.output,
             },
@@ -176,6 +180,11 @@ class Experiment:
             ev.name,
             len(runs),
         )
+        self.transfer_set = None
+        if cfg.transfer is not None:
+            self.transfer_set = self._transfer_set(x_eval, ev.y, victim_pred)
+            if cfg.transfer.baseline is not None:
+                results["transfer_baseline"] = self._baseline(victim)
         self._save(results)
         bar = _bar(len(runs), self.progress)
         for i, spec in enumerate(runs, 1):
@@ -205,7 +214,7 @@ class Experiment:
         self,
         spec: RunSpec,
         victim: Victim,
-        pool: QueryPool,
+        pool: QueryPool | None,
         x_eval: Tensor,
         y_eval: Tensor | None,
         victim_pred: Tensor,
@@ -238,18 +247,28 @@ class Experiment:
                 repr(attack),
                 repr(defense) if defense else "NoDefense()",
             )
-            result = attack.run(
-                oracle,
-                pool,
-                surrogate=surrogate,
-                budget=spec.budget,
-                seed=spec.seed,
-                device=self.device,
-            )
+            common = {"surrogate": surrogate, "budget": spec.budget, "seed": spec.seed}
+            if is_data_free(a_type):
+                curve = None
+                if cfg.curve_every is not None:
+                    at = list(range(cfg.curve_every, spec.budget, cfg.curve_every))
+                    curve = ConvergenceCurve(
+                        x_eval, y_eval, victim_pred, at=at + [spec.budget], device=self.device
+                    )
+                result = attack.run(oracle, **common, device=self.device, monitor=curve)
+                rec["curve"] = curve.points if curve is not None else None
+            else:
+                if pool is None:  # the config validator refuses this; kept for library callers
+                    raise ValueError(
+                        f"attack {spec.attack!r} needs a pool; add 'pool:' to the config"
+                    )
+                result = attack.run(oracle, pool, **common, device=self.device)
             rec["metrics"] = evaluate_stolen(
                 result.surrogate, x_eval, y_eval, victim_pred, victim_acc, device=self.device
             )
             rec["info"] = result.info
+            if self.transfer_set is not None:
+                rec["transfer"] = self._transfer(result.surrogate, victim, spec.seed)
         except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
             log.error("run %s failed:\n%s", spec, traceback.format_exc())
             rec["status"], rec["error"] = "failed", f"{type(e).__name__}: {e}"
@@ -257,7 +276,7 @@ class Experiment:
         rec["wall_seconds"] = time.time() - t
         rec["config"] = {
             "victim": cfg.victim.model_dump(),
-            "pool": cfg.pool.model_dump(),
+            "pool": cfg.pool.model_dump() if cfg.pool is not None else None,
             "eval": cfg.eval.model_dump(),
             "surrogate": cfg.surrogate.model_dump(),
             "attack": {"name": spec.attack, "type": a_type, "params": a_params},
@@ -268,6 +287,88 @@ class Experiment:
             "device": str(self.device),
         }
         return rec
+
+    # --- transfer adversarial attacks ------------------------------------------------------------
+    def _transfer_set(
+        self, x_eval: Tensor, y_eval: Tensor | None, victim_pred: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Evaluation images the victim classifies correctly (all of them, labelled by the
+        victim, when the evaluation set has no labels), at most ``transfer.limit``."""
+        assert self.cfg.transfer is not None
+        if y_eval is None:
+            keep = torch.ones(len(x_eval), dtype=torch.bool)
+            y = victim_pred
+        else:
+            keep, y = victim_pred == y_eval, y_eval
+        idx = keep.nonzero().flatten()[: self.cfg.transfer.limit]
+        return x_eval[idx], y[idx]
+
+    def _transfer(self, source: torch.nn.Module, victim: Victim, seed: int) -> list[dict[str, Any]]:
+        """FGSM/BIM/PGD crafted on ``source``, success measured on the victim. The evaluator's
+        victim queries go through an oracle of their own, never the thief's ledger."""
+        t = self.cfg.transfer
+        assert t is not None and self.transfer_set is not None
+        x, y = self.transfer_set
+        judge = LocalOracle(victim.model, victim.spec, output="label", device=self.device)
+        return transfer_table(
+            source,
+            lambda xa: judge.query(xa).labels(),
+            x,
+            y,
+            num_classes=judge.num_classes,
+            methods=t.methods,
+            eps=t.eps,
+            steps=t.steps,
+            step_size=t.step_size if t.step_size is not None else 2.5 * t.eps / t.steps,
+            targeted=t.targeted,
+            seed=seed,
+            device=self.device,
+        )
+
+    def _baseline(self, victim: Victim) -> dict[str, Any]:
+        """Train the independent baseline (its own labelled data, no victim answers) and attack
+        the victim from it, for the transfer comparison."""
+        t = self.cfg.transfer
+        assert t is not None and t.baseline is not None
+        b = t.baseline
+        ds = load_dataset(b.dataset, b.split, data_dir=self.cfg.data_dir, **b.params).limit(b.limit)
+        if ds.y is None:
+            raise ValueError(f"transfer.baseline.dataset {b.dataset!r} has no labels to train on")
+        c, h, _ = victim.spec.shape
+        judge = LocalOracle(victim.model, victim.spec, output="label", device=self.device)
+        k = judge.num_classes
+        if int(ds.y.max()) >= k:
+            raise ValueError(
+                f"transfer.baseline.dataset {b.dataset!r} has labels up to {int(ds.y.max())}, "
+                f"but the victim has {k} classes; pick a data set with the victim's classes"
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(b.arch, in_channels=c, num_classes=k, image_size=h)
+        t0 = time.time()
+        fit(
+            model,
+            to_spec(ds.images(), victim.spec),
+            ds.y,
+            loss_fn=torch.nn.functional.cross_entropy,
+            epochs=b.epochs,
+            seed=0,
+            device=self.device,
+        )
+        x_eval, y_eval = self.transfer_set if self.transfer_set is not None else (None, None)
+        assert x_eval is not None and y_eval is not None
+        from stealkit.train.loop import predict
+
+        acc = accuracy(predict(model, x_eval, device=self.device).argmax(1), y_eval)
+        return {
+            "dataset": ds.name,
+            "size": len(ds),
+            "arch": b.arch,
+            "epochs": b.epochs,
+            "accuracy_on_transfer_set": acc,
+            "train_seconds": time.time() - t0,
+            "transfer": self._transfer(model, victim, 0),
+        }
 
     def _save(self, results: dict[str, Any]) -> None:
         path = self.out_dir / "results.json"

@@ -1,6 +1,11 @@
 """Judging a stolen model against its victim."""
 
-from stealkit.metrics.classification import accuracy, agreement, evaluate_stolen
+from stealkit.metrics.classification import (
+    ConvergenceCurve,
+    accuracy,
+    agreement,
+    evaluate_stolen,
+)
 from stealkit.metrics.probe import (
     ProbeResult,
     embedding_similarity,
@@ -8,9 +13,17 @@ from stealkit.metrics.probe import (
     linear_probe,
     probe_agreement,
 )
-from stealkit.metrics.transfer import bim, fgsm, pgd, transfer_success
+from stealkit.metrics.transfer import (
+    bim,
+    fgsm,
+    pgd,
+    random_targets,
+    transfer_success,
+    transfer_table,
+)
 
 __all__ = [
+    "ConvergenceCurve",
     "ProbeResult",
     "accuracy",
     "agreement",
@@ -22,5 +35,7 @@ __all__ = [
     "linear_probe",
     "pgd",
     "probe_agreement",
+    "random_targets",
     "transfer_success",
+    "transfer_table",
 ]

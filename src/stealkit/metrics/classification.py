@@ -40,3 +40,57 @@ def evaluate_stolen(
         "victim_accuracy": victim_accuracy,
         "relative_accuracy": rel,
     }
+
+
+class ConvergenceCurve:
+    """Accuracy and agreement of a surrogate while it is being stolen, at fixed query counts.
+
+    Pass it as an attack's ``monitor``: the attack calls ``curve(surrogate, spent)`` after each
+    round, and the curve evaluates the surrogate (in eval mode, then back in its previous mode)
+    each time ``spent`` first reaches one of ``at``, plus wherever ``spent`` equals the last
+    checkpoint. It only records: the attack never sees its data or its numbers, so evaluation
+    data cannot steer a data-free attack.
+
+    Args:
+        x: evaluation inputs the attacker never queries (N, C, H, W).
+        labels: their true labels (N,), or None.
+        victim_pred: the victim's labels for ``x`` (N,).
+        at: query counts to evaluate at (ascending after sorting).
+        device: where to run the surrogate.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        labels: Tensor | None,
+        victim_pred: Tensor,
+        *,
+        at: list[int],
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not at or min(at) < 1:
+            raise ValueError(f"at must hold positive query counts, got {at}")
+        self.x, self.labels, self.victim_pred, self.device = x, labels, victim_pred, device
+        self.at = sorted(set(at))
+        self.points: list[dict[str, float | None]] = []
+        self._next = 0
+
+    def __call__(self, surrogate: nn.Module, spent: int) -> None:
+        if self._next >= len(self.at) or spent < self.at[self._next]:
+            return
+        while self._next < len(self.at) and spent >= self.at[self._next]:
+            self._next += 1
+        was_training = surrogate.training
+        pred = predict(surrogate, self.x, device=self.device).argmax(dim=1)
+        surrogate.train(was_training)
+        acc = accuracy(pred, self.labels) if self.labels is not None else None
+        self.points.append(
+            {
+                "queries": float(spent),
+                "agreement": agreement(pred, self.victim_pred),
+                "accuracy": acc,
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"ConvergenceCurve(n={len(self.x)}, at={self.at})"

@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -175,3 +175,95 @@ def transfer_success(
         assert target is not None
         return float((pred == target.to(y.device)).float().mean())
     return float((pred != y).float().mean())
+
+
+def random_targets(y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+    """One target label per input, uniform over the classes other than its true label."""
+    if num_classes < 2:
+        raise ValueError("targeted attacks need at least two classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)
+    return (y.cpu() + shift) % num_classes
+
+
+def transfer_table(
+    source: nn.Module,
+    victim_predict: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_classes: int,
+    methods: Sequence[str] = ("fgsm", "bim", "pgd"),
+    eps: float,
+    steps: int,
+    step_size: float,
+    targeted: Sequence[bool] = (False, True),
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+) -> list[dict[str, float | str | bool | int]]:
+    """Craft each (method, targeted) attack on ``source`` and score it on the victim.
+
+    ``x`` and ``y`` should be images the victim classifies correctly (see ``transfer_success``).
+    Targets of targeted attacks come from ``random_targets`` with ``seed``, so two source models
+    attacked with the same seed are compared on the same targets. Each row also gives the
+    attack's success on the source model itself (white-box), which tells a weak transfer from a
+    weak attack.
+    """
+    unknown = sorted(set(methods) - {"fgsm", "bim", "pgd"})
+    if unknown:
+        raise ValueError(f"unknown transfer attack(s) {unknown}; use fgsm, bim or pgd")
+    dev = torch.device(device)
+    source = source.to(dev)
+    rows: list[dict[str, float | str | bool | int]] = []
+    for is_targeted in targeted:
+        gen = torch.Generator().manual_seed(seed)
+        target = random_targets(y, num_classes, gen) if is_targeted else None
+        for method in methods:
+            adv = []
+            for i in range(0, len(x), batch_size):
+                xb = x[i : i + batch_size].to(dev)
+                yb = (target if target is not None else y)[i : i + batch_size].to(dev)
+                if method == "fgsm":
+                    a = fgsm(source, xb, yb, eps, targeted=is_targeted)
+                elif method == "bim":
+                    a = bim(source, xb, yb, eps, steps, step_size, targeted=is_targeted)
+                else:
+                    a = pgd(
+                        source, xb, yb, eps, steps, step_size, targeted=is_targeted, generator=gen
+                    )
+                adv.append(a.cpu())
+            x_adv = torch.cat(adv) if adv else x[:0]
+            with torch.no_grad():
+                source.eval()
+                src_pred = (
+                    torch.cat(
+                        [
+                            source(x_adv[i : i + batch_size].to(dev)).argmax(1).cpu()
+                            for i in range(0, len(x_adv), batch_size)
+                        ]
+                    )
+                    if len(x_adv)
+                    else y[:0]
+                )
+            white_box = (
+                (
+                    float((src_pred == target).float().mean())
+                    if target is not None
+                    else float((src_pred != y.cpu()).float().mean())
+                )
+                if len(y)
+                else float("nan")
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "targeted": is_targeted,
+                    "eps": eps,
+                    "n": len(y),
+                    "success": transfer_success(
+                        victim_predict, x_adv, y.cpu(), targeted=is_targeted, target=target
+                    ),
+                    "white_box_success": white_box,
+                }
+            )
+    return rows

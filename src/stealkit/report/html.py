@@ -27,6 +27,7 @@ import yaml
 from stealkit.report.plots import (
     CurvePoint,
     TradeoffPoint,
+    convergence,
     fidelity_vs_budget,
     protection_vs_utility,
     to_data_uri,
@@ -343,6 +344,80 @@ def _tradeoff(
     return points
 
 
+def _convergence_curves(
+    runs: Sequence[Mapping[str, Any]],
+) -> dict[str, list[tuple[float, float, float | None]]]:
+    """Within-run curves (data-free attacks with ``curve_every``), labelled by run."""
+    out: dict[str, list[tuple[float, float, float | None]]] = {}
+    for r in sorted(runs, key=_run_key):
+        pts = [
+            (q, a, _num(p.get("accuracy")))
+            for p in r.get("curve") or []
+            if isinstance(p, Mapping)
+            and (q := _num(p.get("queries"))) is not None
+            and (a := _num(p.get("agreement"))) is not None
+        ]
+        if pts:
+            label = f"{_text(r.get('attack'))} | {_text(r.get('defense'))} | seed {_text(r.get('seed'))}"
+            if len(out) < 12:  # more lines than that are unreadable
+                out[f"{label} | {_count(r.get('budget'))} q"] = pts
+    return out
+
+
+_TRANSFER_COLUMNS = [(m, t) for t in (False, True) for m in ("fgsm", "bim", "pgd")]
+
+
+def _transfer_table(
+    runs: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any] | None
+) -> _Table | None:
+    """Success on the victim of each transfer attack, per stolen model and for the baseline."""
+    sources: list[tuple[list[str], Any]] = [
+        (
+            [
+                _text(r.get("attack")),
+                _text(r.get("defense")),
+                _count(r.get("budget")),
+                _text(r.get("seed")),
+            ],
+            r.get("transfer"),
+        )
+        for r in sorted(runs, key=_run_key)
+        if r.get("transfer")
+    ]
+    if baseline and baseline.get("transfer"):
+        name = f"baseline ({_text(baseline.get('arch'))} on {_text(baseline.get('dataset'))})"
+        sources.append(([name, MISSING, MISSING, MISSING], baseline.get("transfer")))
+    if not sources:
+        return None
+    present = {
+        (row.get("method"), bool(row.get("targeted")))
+        for _, rows in sources
+        for row in rows
+        if isinstance(row, Mapping)
+    }
+    columns = [c for c in _TRANSFER_COLUMNS if c in present]
+    rows = []
+    for key, table in sources:
+        cells = {
+            (row.get("method"), bool(row.get("targeted"))): row
+            for row in table
+            if isinstance(row, Mapping)
+        }
+        rows.append(
+            key
+            + [
+                f"{_fraction(_get(cells.get(c), 'success'))} ({_fraction(_get(cells.get(c), 'white_box_success'))})"
+                if c in cells
+                else MISSING
+                for c in columns
+            ]
+        )
+    headers = ["source model", "defence", "budget", "seed"] + [
+        f"{m.upper()} {'targeted' if t else 'untargeted'}" for m, t in columns
+    ]
+    return _Table(headers, rows, numeric=set(range(2, len(headers))))
+
+
 def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(title, caption, data URI) for each plot the results can support."""
     ok = [r for r in _list(results, "runs") if _is_ok(r)]
@@ -358,6 +433,13 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
         uri = to_data_uri(fidelity_vs_budget(curves, prices=prices))
         figures.append(("Fidelity vs budget", caption, uri))
+    within = _convergence_curves(ok)
+    if within:
+        caption = (
+            "Accuracy and agreement of each data-free run's substitute against the queries it "
+            "had spent, measured on the evaluation set (which the attack never sees)."
+        )
+        figures.append(("Convergence", caption, to_data_uri(convergence(within))))
     points = _tradeoff(ok, _list(results, "defenses"))
     if points:
         caption = (
@@ -452,6 +534,16 @@ def render_html(results: Mapping[str, Any]) -> str:
         sections.append((title, title.lower().replace(" ", "-"), body))
     if not figures:
         sections.append(("Plots", "plots", _note("No successful runs to plot.")))
+
+    transfer = _transfer_table(ok, results.get("transfer_baseline"))
+    if transfer is not None:
+        note = _note(
+            "Success rate on the victim of adversarial examples crafted on each source model, "
+            "over evaluation images the victim classifies correctly (untargeted: the victim's "
+            "label changes; targeted: it becomes a random other class). In brackets: success on "
+            "the source model itself (white-box)."
+        )
+        sections.append(("Transfer attacks", "transfer", note + _html_table(transfer)))
 
     body = (
         _html_table(_defenses_table(defenses, _get(results, "victim", "test_accuracy")))
@@ -552,6 +644,12 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if seeds is not None:
         parts.append(
             "## Across seeds\n\nMean ± sample standard deviation over seeds.\n\n" + _md_table(seeds)
+        )
+    transfer = _transfer_table(ok, results.get("transfer_baseline"))
+    if transfer is not None:
+        parts.append(
+            "## Transfer attacks\n\nSuccess on the victim over images it classifies correctly; "
+            "in brackets, white-box success on the source model.\n\n" + _md_table(transfer)
         )
     parts.append(
         "## Defences\n\n"

@@ -249,3 +249,31 @@ def _short_number(value: float) -> str:
         if value >= size:
             return f"{value / size:g}{suffix}"
     return f"{value:g}"
+
+
+def convergence(curves: Mapping[str, Sequence[tuple[float, float, float | None]]]) -> Figure:
+    """Accuracy (left) and agreement (right) against queries spent within one run, one line per
+    run label; points are ``(queries, agreement, accuracy)``, accuracy None when unknown.
+
+    These are the convergence curves of data-free attacks (MEGA's Fig. 3 style): a steady climb
+    or an oscillation shows here, not in end-of-budget numbers.
+    """
+    fig = _figure((11.0, 4.4))
+    ax_acc, ax_agr = fig.subplots(1, 2, sharey=True)
+    for i, (label, pts) in enumerate(sorted(curves.items())):
+        pts = sorted(pts)
+        color = _COLORS[i % len(_COLORS)]
+        style = _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]
+        xs = [q for q, _, _ in pts]
+        ax_agr.plot(xs, [a for _, a, _ in pts], color=color, linestyle=style, label=label)
+        acc = [(q, c) for q, _, c in pts if c is not None]
+        if acc:
+            ax_acc.plot([q for q, _ in acc], [c for _, c in acc], color=color, linestyle=style)
+    for ax, name in ((ax_acc, "accuracy"), (ax_agr, "agreement with the victim")):
+        ax.set_xlabel("queries spent")
+        ax.set_title(name, fontsize=10)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_number(v)))
+        ax.grid(True, alpha=0.3)
+    ax_acc.set_ylim(0, 1)
+    fig.legend(loc="outside right upper", fontsize=9, frameon=False)
+    return fig
