@@ -53,7 +53,7 @@ def _dfme(**kw) -> DFME:
 ATTACKS = [
     (lambda: _mega(), "label", "dcgan"),
     (
-        lambda: _mega(variant="probability", replay=True, balance_weight=1.0),
+        lambda: _mega(variant="probability", replay=100, balance_weight=1.0),
         "probabilities",
         "dcgan",
     ),
@@ -341,3 +341,13 @@ def test_data_free_types_are_registered_as_such():
 
     assert all(is_data_free(t) for t in ("mega", "dast", "dfme"))
     assert not any(is_data_free(t) for t in ("knockoff", "copycat", "contsteal"))
+
+
+def test_mega_replay_keeps_the_most_recent_pairs():
+    from stealkit.attacks.mega import _keep_recent
+
+    chunks = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 10)]
+    assert torch.cat(_keep_recent(chunks, 5)).tolist() == [5, 6, 7, 8, 9]
+    assert torch.cat(_keep_recent(chunks, 100)).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="replay"):
+        MEGA(replay=True)

