@@ -117,6 +117,7 @@ class Experiment:
         self.out_dir = out_dir
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = resolve_device(cfg.device)
+        self.transfer_set: tuple[Tensor, Tensor] | None = None  # set by run() when configured
 
     def run(self) -> dict[str, Any]:
         from stealkit.victims.registry import load_victim
@@ -180,7 +181,6 @@ class Experiment:
             ev.name,
             len(runs),
         )
-        self.transfer_set = None
         if cfg.transfer is not None:
             self.transfer_set = self._transfer_set(x_eval, ev.y, victim_pred)
             if cfg.transfer.baseline is not None:
