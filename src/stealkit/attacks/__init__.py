@@ -45,6 +45,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 # Attack types that take no pool: ``run(oracle, *, surrogate, budget, seed, device, monitor)``.
 DATA_FREE: set[str] = set()
+# Attack types that steal encoders (the oracle answers embeddings).
+ENCODER: set[str] = set()
 
 
 def is_data_free(type_: str) -> bool:
@@ -52,17 +54,27 @@ def is_data_free(type_: str) -> bool:
     return type_ in DATA_FREE
 
 
-def register_attack(name: str, factory: Callable[..., Any], *, data_free: bool = False) -> None:
+def steals_encoders(type_: str) -> bool:
+    """Whether attacks of this type steal an encoder (need an embedding oracle)."""
+    return type_ in ENCODER
+
+
+def register_attack(
+    name: str, factory: Callable[..., Any], *, data_free: bool = False, encoder: bool = False
+) -> None:
     """Register an attack type; ``factory(**params)`` returns an object with ``run``.
 
     ``data_free`` attacks are run without a pool (``run(oracle, *, surrogate, budget, seed,
-    device, monitor)``); the others get the pool as their second argument.
+    device, monitor)``); the others get the pool as their second argument. ``encoder`` attacks
+    steal encoders: they need an oracle that answers embeddings.
     """
     if name in _ATTACKS:
         raise ValueError(f"attack {name!r} is already registered")
     _ATTACKS[name] = factory
     if data_free:
         DATA_FREE.add(name)
+    if encoder:
+        ENCODER.add(name)
 
 
 def attack_names() -> list[str]:
@@ -82,15 +94,16 @@ def build_attack(type_: str, **params: Any) -> Any:
 
 register_attack("knockoff", KnockoffNets)
 register_attack("copycat", CopyCat)
-register_attack("encoder", EncoderStealing)
-register_attack("contsteal", ContSteal)
-register_attack("stolenencoder", StolenEncoder)
+register_attack("encoder", EncoderStealing, encoder=True)
+register_attack("contsteal", ContSteal, encoder=True)
+register_attack("stolenencoder", StolenEncoder, encoder=True)
 register_attack("mega", MEGA, data_free=True)
 register_attack("dast", DaST, data_free=True)
 register_attack("dfme", DFME, data_free=True)
 
 __all__ = [
     "DATA_FREE",
+    "ENCODER",
     "PRESETS",
     "AttackResult",
     "ContSteal",
@@ -107,4 +120,5 @@ __all__ = [
     "build_attack",
     "is_data_free",
     "register_attack",
+    "steals_encoders",
 ]

@@ -38,6 +38,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "argmax": ("argmax", {}),
     "noise": ("gaussian_noise", {"sigma": 0.1}),
     "reverse-sigmoid": ("reverse_sigmoid", {"beta": 0.7, "gamma": 0.4}),
+    # encoder victims (embeddings)
+    "emb-noise": ("embedding_noise", {"sigma": 0.1, "relative": True}),
+    "emb-top64": ("embedding_topk", {"k": 64}),
+    "emb-round1": ("embedding_rounding", {"decimals": 1}),
 }
 
 

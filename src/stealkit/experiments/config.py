@@ -18,7 +18,7 @@ class _Strict(BaseModel):
 class VictimConfig(_Strict):
     name: str = "digit-recognizer"
     params: dict[str, Any] = Field(default_factory=dict)
-    output: Literal["label", "topk", "probabilities", "logits"] = "probabilities"
+    output: Literal["label", "topk", "probabilities", "logits", "embedding"] = "probabilities"
     k: int = Field(default=1, ge=1)
 
 
@@ -27,6 +27,17 @@ class DataConfig(_Strict):
     split: str = "train"
     limit: int | None = Field(default=None, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProbeConfig(_Strict):
+    """The downstream task of encoder experiments: a linear head is trained on frozen features of
+    these labelled images and tested on ``eval`` (same protocol for victim and stolen encoders)."""
+
+    dataset: str
+    split: str = "train"
+    limit: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(default=30, ge=1)
 
 
 class SurrogateConfig(_Strict):
@@ -90,6 +101,7 @@ class ExperimentConfig(_Strict):
     victim: VictimConfig = Field(default_factory=VictimConfig)
     pool: DataConfig | None = None  # the thief's images; data-free attacks need none
     eval: DataConfig
+    probe: ProbeConfig | None = None  # encoder victims (output: embedding) need one
     curve_every: int | None = Field(default=None, ge=1)
     transfer: TransferConfig | None = None
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
@@ -122,6 +134,7 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"defenses.{key}.type {thing.type!r} is not one of {defense_names()}"
                 )
+        self._encoder_checks()
         known_a = sorted(set(ATTACK_PRESETS) | set(self.attacks))
         known_d = sorted(set(DEFENSE_PRESETS) | set(self.defenses))
         for i, g in enumerate(self.grid):
@@ -135,11 +148,11 @@ class ExperimentConfig(_Strict):
                     raise ValueError(
                         f"grid.{i}.defenses: {d!r} is neither a preset nor defined under 'defenses:' ({known_d})"
                     )
-            if (
-                self.victim.output != "probabilities"
-                and self.victim.output != "logits"
-                and g.defenses != ["none"]
-            ):
+            if self.victim.output not in (
+                "probabilities",
+                "logits",
+                "embedding",
+            ) and g.defenses != ["none"]:
                 raise ValueError(
                     f"grid.{i}: defences perturb probabilities, but victim.output is {self.victim.output!r}; "
                     "set victim.output to 'probabilities' (or 'logits') or use defenses: [none]"
@@ -155,6 +168,8 @@ class ExperimentConfig(_Strict):
                 "(e.g. pool: {dataset: fashion-mnist}), or use only data-free attacks (mega, dast, dfme)"
             )
         parts = [self.eval] + ([self.pool] if self.pool is not None else [])
+        if self.probe is not None:
+            parts.append(self.probe)  # type: ignore[arg-type]
         if self.transfer is not None and self.transfer.baseline is not None:
             parts.append(self.transfer.baseline)  # type: ignore[arg-type]
             if self.transfer.baseline.arch not in model_names():
@@ -171,6 +186,43 @@ class ExperimentConfig(_Strict):
                 f"surrogate.arch {self.surrogate.arch!r} is not one of {model_names()}"
             )
         return self
+
+    def _encoder_checks(self) -> None:
+        """Encoder attacks need an embedding victim and a probe; classifier attacks, defences and
+        transfer attacks need a classifier."""
+        from stealkit.attacks import PRESETS as ATTACK_PRESETS
+        from stealkit.attacks import steals_encoders
+        from stealkit.defenses import PRESETS as DEFENSE_PRESETS
+
+        known_a = set(ATTACK_PRESETS) | set(self.attacks)
+        known_d = set(DEFENSE_PRESETS) | set(self.defenses)
+        attacks = {a for g in self.grid for a in g.attacks if a in known_a}
+        defenses = {d for g in self.grid for d in g.defenses if d in known_d}
+        encoder = self.victim.output == "embedding"
+        wrong = sorted(a for a in attacks if steals_encoders(self.attack_spec(a)[0]) != encoder)
+        if wrong:
+            raise ValueError(
+                f"attacks {wrong} do not fit victim.output {self.victim.output!r}: encoder attacks "
+                "(encoder-*, contsteal, stolenencoder) need output 'embedding', the others a classifier"
+            )
+        if encoder:
+            if self.probe is None:
+                raise ValueError(
+                    "an encoder victim (output: embedding) is judged by linear probes: add "
+                    "'probe: {dataset: ..., split: train}' with the downstream training images"
+                )
+            bad = sorted(
+                d
+                for d in defenses
+                if (t := self.defense_spec(d)[0]) != "none" and not t.startswith("embedding_")
+            )
+            if bad:
+                raise ValueError(
+                    f"defences {bad} perturb class scores; an encoder victim takes embedding_noise, "
+                    "embedding_topk or embedding_rounding (presets emb-noise, emb-top64, emb-round1)"
+                )
+            if self.transfer is not None or self.curve_every is not None:
+                raise ValueError("transfer and curve_every are for classifier victims only")
 
     def attack_spec(self, name: str) -> tuple[str, dict[str, Any]]:
         from stealkit.attacks import PRESETS

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 
 from stealkit import __version__
-from stealkit.attacks import build_attack, is_data_free
+from stealkit.attacks import build_attack, is_data_free, steals_encoders
 from stealkit.data import load_dataset, to_spec
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import DefendedOracle, Defense, build_defense
 from stealkit.experiments.config import ExperimentConfig
+from stealkit.experiments.encoders import EncoderJudge, encoder_oracle, surrogate_encoder
 from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen, transfer_table
 from stealkit.models import build_model
 from stealkit.oracle import Ledger, LocalOracle, Oracle, OutputKind
@@ -118,6 +119,7 @@ class Experiment:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = resolve_device(cfg.device)
         self.transfer_set: tuple[Tensor, Tensor] | None = None  # set by run() when configured
+        self.judge: EncoderJudge | None = None  # set by run() for encoder victims
 
     def run(self) -> dict[str, Any]:
         from stealkit.victims.registry import load_victim
@@ -141,16 +143,27 @@ class Experiment:
         )
         pool = QueryPool(pool_ds, victim.spec) if pool_ds is not None else None
         x_eval = to_spec(ev.images(), victim.spec)
-        clean = make_oracle(victim, cfg, None, Ledger(), self.device)
-        clean_probs = (
-            LocalOracle(victim.model, victim.spec, output="probabilities", device=self.device)
-            .query(x_eval)
-            .probs()
-        )
-        victim_pred = clean_probs.argmax(1)
-        victim_acc = accuracy(victim_pred, ev.y) if ev.y is not None else None
         runs = expand_grid(cfg)
         defenses = list(dict.fromkeys(r.defense for r in runs))  # in order of first use
+        if cfg.victim.output == "embedding":
+            self.judge = self._encoder_judge(victim, x_eval, ev.y)
+            clean: Oracle = encoder_oracle(victim, None, Ledger(), self.device)
+            victim_pred = self.judge.victim_probe.predictions
+            victim_acc: float | None = self.judge.victim_probe.accuracy
+            utility = [self.judge.defense_utility(d, _defense(cfg, d)) for d in defenses]
+        else:
+            clean = make_oracle(victim, cfg, None, Ledger(), self.device)
+            clean_probs = (
+                LocalOracle(victim.model, victim.spec, output="probabilities", device=self.device)
+                .query(x_eval)
+                .probs()
+            )
+            victim_pred = clean_probs.argmax(1)
+            victim_acc = accuracy(victim_pred, ev.y) if ev.y is not None else None
+            utility = [
+                defense_utility(victim, cfg, d, x_eval, ev.y, clean_probs, self.device)
+                for d in defenses
+            ]
         results: dict[str, Any] = {
             "name": cfg.name,
             "created": dt.datetime.now().isoformat(timespec="seconds"),
@@ -167,10 +180,7 @@ class Experiment:
                 "output": cfg.victim.output,
             },
             "device": str(self.device),
-            "defenses": [
-                defense_utility(victim, cfg, d, x_eval, ev.y, clean_probs, self.device)
-                for d in defenses
-            ],
+            "defenses": utility,
             "runs": [],
             "config": cfg.model_dump(mode="json"),
         }
@@ -235,13 +245,25 @@ class Experiment:
         t = time.time()
         try:
             defense = _defense(cfg, spec.defense)
-            oracle = make_oracle(victim, cfg, defense, ledger, self.device)
+            encoder = steals_encoders(a_type)
+            oracle = (
+                encoder_oracle(victim, defense, ledger, self.device)
+                if encoder
+                else make_oracle(victim, cfg, defense, ledger, self.device)
+            )
             attack = build_attack(a_type, **a_params)
             c, h, w = victim.spec.shape
             with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
                 torch.manual_seed(spec.seed)
-                surrogate = build_model(
-                    cfg.surrogate.arch, in_channels=c, num_classes=oracle.num_classes, image_size=h
+                surrogate: torch.nn.Module = (
+                    surrogate_encoder(cfg.surrogate.arch, victim, oracle.output_dim)
+                    if encoder
+                    else build_model(
+                        cfg.surrogate.arch,
+                        in_channels=c,
+                        num_classes=oracle.num_classes,
+                        image_size=h,
+                    )
                 )
             rec["attack_repr"], rec["defense_repr"] = (
                 repr(attack),
@@ -263,8 +285,12 @@ class Experiment:
                         f"attack {spec.attack!r} needs a pool; add 'pool:' to the config"
                     )
                 result = attack.run(oracle, pool, **common, device=self.device)
-            rec["metrics"] = evaluate_stolen(
-                result.surrogate, x_eval, y_eval, victim_pred, victim_acc, device=self.device
+            rec["metrics"] = (
+                self.judge.evaluate(result.surrogate)
+                if self.judge is not None
+                else evaluate_stolen(
+                    result.surrogate, x_eval, y_eval, victim_pred, victim_acc, device=self.device
+                )
             )
             rec["info"] = result.info
             if self.transfer_set is not None:
@@ -279,6 +305,7 @@ class Experiment:
             "pool": cfg.pool.model_dump() if cfg.pool is not None else None,
             "eval": cfg.eval.model_dump(),
             "surrogate": cfg.surrogate.model_dump(),
+            "probe": cfg.probe.model_dump() if cfg.probe is not None else None,
             "attack": {"name": spec.attack, "type": a_type, "params": a_params},
             "defense": {"name": spec.defense, "spec": list(cfg.defense_spec(spec.defense))},
             "budget": spec.budget,
@@ -287,6 +314,26 @@ class Experiment:
             "device": str(self.device),
         }
         return rec
+
+    def _encoder_judge(self, victim: Victim, x_eval: Tensor, y_eval: Tensor | None) -> EncoderJudge:
+        """The linear-probe judge of an encoder experiment: probe training set from ``probe:``,
+        evaluation set from ``eval:`` (both need labels)."""
+        p = self.cfg.probe
+        assert p is not None  # the config validator requires it for encoder victims
+        ds = load_dataset(p.dataset, p.split, data_dir=self.cfg.data_dir, **p.params).limit(p.limit)
+        if ds.y is None or y_eval is None:
+            raise ValueError(
+                "linear probes need labels: pick labelled data sets for 'probe:' and 'eval:'"
+            )
+        return EncoderJudge(
+            victim,
+            to_spec(ds.images(), victim.spec),
+            ds.y,
+            x_eval,
+            y_eval,
+            epochs=p.epochs,
+            device=self.device,
+        )
 
     # --- transfer adversarial attacks ------------------------------------------------------------
     def _transfer_set(
