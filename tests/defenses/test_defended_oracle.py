@@ -9,6 +9,7 @@ from stealkit.defenses import (
     PRESETS,
     Argmax,
     DefendedOracle,
+    EmbeddingDefendedOracle,
     GaussianNoise,
     NoDefense,
     ReverseSigmoid,
@@ -31,10 +32,25 @@ EXPECTED_KIND = {
     "noise": OutputKind.PROBABILITIES,
     "reverse-sigmoid": OutputKind.PROBABILITIES,
 }
+# Presets for encoder victims: they wrap an embedding oracle and keep answering embeddings.
+EMBEDDING_PRESETS = {"emb-noise", "emb-top64", "emb-round1"}
 
 
 def test_every_preset_has_an_expected_kind() -> None:
-    assert set(PRESETS) == set(EXPECTED_KIND)
+    assert set(PRESETS) == set(EXPECTED_KIND) | EMBEDDING_PRESETS
+    assert not set(EXPECTED_KIND) & EMBEDDING_PRESETS
+
+
+@pytest.mark.parametrize("preset", sorted(EMBEDDING_PRESETS))
+def test_embedding_presets_wrap_an_embedding_oracle(make_oracle, images8, preset) -> None:
+    type_, params = PRESETS[preset]
+    inner = make_oracle("embedding")
+    oracle = EmbeddingDefendedOracle(inner, build_defense(type_, **params))
+    r = oracle.query(images8)
+    assert r.kind is OutputKind.EMBEDDING and r.values.shape == (6, 4)
+    assert inner.ledger.spent == 6 and inner.ledger.calls == 1
+    with pytest.raises(ValueError):
+        DefendedOracle(make_oracle("probabilities"), build_defense(type_, **params))
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED_KIND))

@@ -128,6 +128,11 @@ class DefendedOracle(Oracle):
             )
         if defense.needs is OutputKind.LOGITS and inner.output is not OutputKind.LOGITS:
             raise ValueError(f"{defense!r} needs an oracle that answers logits")
+        if defense.needs is OutputKind.EMBEDDING:
+            raise ValueError(
+                f"{defense!r} perturbs embeddings; it cannot defend a classifier "
+                "(use EmbeddingDefendedOracle around an encoder's oracle)"
+            )
         self.inner, self.defense = inner, defense
         self.input_spec = inner.input_spec
         self.ledger = inner.ledger
