@@ -12,6 +12,7 @@ import yaml
 from stealkit.cli import main
 from stealkit.errors import ConfigError
 from stealkit.experiments.config import parse_config
+from stealkit.report import render_markdown
 
 ENCODER_MODULE = """
 import torch
@@ -82,7 +83,11 @@ def test_encoder_grid_runs_and_is_judged_by_linear_probes(tmp_path: Path, monkey
     assert utility["none"]["victim_accuracy"] == pytest.approx(victim_acc)
     assert utility["none"]["mean_relative_l2_change"] == pytest.approx(0.0, abs=1e-6)
     assert utility["emb-noise"]["mean_relative_l2_change"] > 0.05  # sigma 0.1 of each row's RMS
-    assert "EmbeddingNoise" in (tmp_path / "enc-smoke" / "report.html").read_text()
+    html = (tmp_path / "enc-smoke" / "report.html").read_text()
+    assert "EmbeddingNoise" in html
+    assert "linear-probe" in html and "relative L2 change" in html  # encoder wording, not L1
+    md = render_markdown(results)
+    assert "linear-probe" in md and "relative L2 change" in md and "mean L1 change" not in md
 
 
 def _with(**changes) -> dict:

@@ -163,6 +163,19 @@ def _header_facts(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+_ENCODER_NOTE = (
+    "Encoder victim (the API answers embeddings): accuracy is the downstream linear-probe "
+    "accuracy of each stolen encoder (a linear head trained on its frozen features), agreement "
+    "how often stolen encoder + its head and victim encoder + its head predict the same class; "
+    "defences' victim accuracy is the victim's own probe accuracy on defended embeddings."
+)
+
+
+def _is_encoder(results: Mapping[str, Any]) -> bool:
+    """Whether the runs judged encoders by linear probes (their config names a probe set)."""
+    return any(_get(r, "config", "probe") is not None for r in _list(results, "runs"))
+
+
 def _sized(name: Any, size: Any) -> str:
     return _text(name) if _num(size) is None else f"{_text(name)} ({_count(size)} images)"
 
@@ -248,6 +261,14 @@ def _defenses_table(defenses: Sequence[Mapping[str, Any]], clean: Any) -> _Table
             return base - accuracy
         return d.get("utility_drop")
 
+    # Classifier defences change probability vectors (mean L1); embedding defences change
+    # embeddings (mean |defended - clean| / |clean|).
+    embeddings = any(d.get("mean_relative_l2_change") is not None for d in defenses)
+    change_key, change = (
+        ("mean_relative_l2_change", "relative L2 change")
+        if embeddings
+        else ("mean_l1_change", "mean L1 change")
+    )
     rows = [
         [
             _text(d.get("name")),
@@ -255,11 +276,11 @@ def _defenses_table(defenses: Sequence[Mapping[str, Any]], clean: Any) -> _Table
             _fraction(d.get("victim_accuracy")),
             _fraction(drop(d)),
             _fraction(d.get("top1_kept")),
-            _fraction(d.get("mean_l1_change")),
+            _fraction(d.get(change_key)),
         ]
         for d in defenses
     ]
-    headers = ["defence", "repr", "victim accuracy", "utility drop", "top-1 kept", "mean L1 change"]
+    headers = ["defence", "repr", "victim accuracy", "utility drop", "top-1 kept", change]
     return _Table(headers, rows, numeric={2, 3, 4, 5}, code={1})
 
 
@@ -520,6 +541,8 @@ def render_html(results: Mapping[str, Any]) -> str:
         body = f"<details><summary>Show all {len(ok)} runs</summary>{body}</details>"
     if failed:
         body += _note(f"{len(failed)} failed run(s) are listed under Failed runs, below.")
+    if _is_encoder(results):
+        body = _note(_ENCODER_NOTE) + body
     sections.append(("Runs", "runs", body))
     if seeds is not None:
         note = _note("Mean ± sample standard deviation over seeds.")
@@ -639,7 +662,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     defenses = _list(results, "defenses")
     parts = [f"# stealkit report: {_md_cell(_text(results.get('name')), False)}"]
     parts.append("\n".join(f"- **{k}**: {_md_cell(v, False)}" for k, v in _header_facts(results)))
-    parts.append("## Runs\n\n" + (_md_table(_runs_table(ok)) if ok else "No successful runs."))
+    note = _ENCODER_NOTE + "\n\n" if _is_encoder(results) else ""
+    parts.append(
+        "## Runs\n\n" + note + (_md_table(_runs_table(ok)) if ok else "No successful runs.")
+    )
     seeds = _seeds_table(ok)
     if seeds is not None:
         parts.append(
