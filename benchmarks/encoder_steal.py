@@ -11,15 +11,16 @@ benchmark resumes where it stopped; the Markdown is rebuilt from that file):
   accuracy (from each checkpoint's meta).
 - ``losses``: against the SimCLR victim at ``--budget`` queries (default 10k), Cont-Steal against
   MSE, cosine, InfoNCE, soft nearest neighbour, Wasserstein and StolenEncoder, and Cont-Steal
-  without its D_self negatives; pools in distribution (Fashion-MNIST train) and out of it (MNIST
-  train).
+  without its D_self negatives; pools in distribution (Fashion-MNIST train) and out of it
+  (20,000 crops of scikit-image's natural photos).
 - ``classifier``: the same budget spent stealing the downstream classifier (victim encoder + its
   linear head) from its labels and from its posteriors (Knockoff, random transfer set).
 - ``defences``: Cont-Steal and MSE (in-distribution pool) against embedding noise, top-k and
   rounding at several strengths; protection (stolen agreement) against utility (the victim's own
   downstream accuracy under the defence).
-- ``efficientnet``: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, CIFAR-10 as the
-  downstream task, a small ResNet on 3x-downsampled inputs as the surrogate.
+- ``efficientnet``: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, Fashion-MNIST as
+  the downstream task (the labelled data there is offline), pools Fashion-MNIST train and the
+  natural-photo crops, a small ResNet on 3x-downsampled inputs as the surrogate.
 
 Judging (never queried through the thief's ledger): a linear head on frozen features, the same
 protocol for the victim and each stolen encoder (``EncoderJudge``): trained on 5,000 labelled
@@ -67,7 +68,9 @@ SSL: dict[str, Any] = {
 }
 METHODS = ("simclr", "moco", "byol", "simsiam")
 PROBE = {"train": 5_000, "test": 5_000, "epochs": 30}
-POOLS = {"in": ("fashion-mnist", "train"), "out": ("mnist", "train")}
+# Out of distribution: random crops of scikit-image's natural photos (full MNIST and CIFAR are not
+# available offline), turned grey and 28x28 by the victim's input spec.
+POOLS = {"in": ("fashion-mnist", "train"), "out": ("skimage-crops", "train")}
 ATTACKS: dict[str, Callable[[], Any]] = {
     "contsteal": lambda: ContSteal(),
     "contsteal-no-self": lambda: ContSteal(self_negatives=False),
@@ -275,8 +278,8 @@ class Downsampled(nn.Module):
 def section_efficientnet(res: dict[str, Any], device: torch.device) -> None:
     size, budget = EFFNET["image_size"], EFFNET["budget"]
     victim = load_victim("efficientnet-lite0", image_size=size)
-    train = load_dataset("cifar10", "train").limit(EFFNET["probe_train"], seed=1)
-    test = load_dataset("cifar10", "test").limit(EFFNET["probe_test"], seed=1)
+    train = load_dataset("fashion-mnist", "train").limit(EFFNET["probe_train"], seed=1)
+    test = load_dataset("fashion-mnist", "test").limit(EFFNET["probe_test"], seed=1)
     assert train.y is not None and test.y is not None
     t0 = time.perf_counter()
     judge = EncoderJudge(
@@ -295,19 +298,26 @@ def section_efficientnet(res: dict[str, Any], device: torch.device) -> None:
     }
     save(res)
     factor = size // 32
-    for pool_name, ds in (("in", "cifar10"), ("out", "cifar100")):
-        pool = QueryPool(load_dataset(ds, "train"), victim.spec)
-        for name in ("mse", "cosine", "contsteal"):
-            key = f"efficientnet/{pool_name}/{name}/{budget}"
-            if key in res["runs"]:
-                continue
-            net = build_model("resnet8", in_channels=3, num_classes=10, image_size=size // factor)
-            back = Downsampled(net, factor)
-            sur = SurrogateEncoder(back, victim.spec.shape, 1280)
-            r = steal_encoder(ATTACKS[name](), victim, pool, judge, budget, device, surrogate=sur)
-            res["runs"][key] = r
-            print(key, _short(r), flush=True)
-            save(res)
+    pools = {name: QueryPool(load_dataset(*POOLS[name]), victim.spec) for name in POOLS}
+    for pool_name, name in (
+        ("in", "mse"),
+        ("out", "mse"),
+        ("in", "contsteal"),
+        ("out", "contsteal"),
+    ):
+        key = f"efficientnet/{pool_name}/{name}/{budget}"
+        if key in res["runs"]:
+            continue
+        net = build_model("resnet8", in_channels=3, num_classes=10, image_size=size // factor)
+        sur = SurrogateEncoder(
+            Downsampled(net, factor), victim.spec.shape, victim.meta["output_dim"]
+        )
+        r = steal_encoder(
+            ATTACKS[name](), victim, pools[pool_name], judge, budget, device, surrogate=sur
+        )
+        res["runs"][key] = r
+        print(key, _short(r), flush=True)
+        save(res)
 
 
 def _short(r: dict[str, Any]) -> str:
@@ -396,7 +406,7 @@ def markdown(res: dict[str, Any]) -> str:
         out += [
             "## EfficientNet-Lite0 (real, ImageNet) as the victim",
             "",
-            f"Input {EFFNET['image_size']} px; downstream CIFAR-10 ({EFFNET['probe_train']} "
+            f"Input {EFFNET['image_size']} px; downstream Fashion-MNIST ({EFFNET['probe_train']} "
             f"probe-train, {EFFNET['probe_test']} test images); victim linear-probe accuracy "
             f"{_f(vic_acc)}. Surrogate: resnet8 on 3x-downsampled inputs.",
             "",
