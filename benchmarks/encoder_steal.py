@@ -99,7 +99,10 @@ def load() -> dict[str, Any]:
 
 
 def save(res: dict[str, Any]) -> None:
+    """Write ``res``, keeping runs another invocation stored meanwhile (sections may run in
+    parallel processes)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    res["runs"] = {**load()["runs"], **res["runs"]}
     res["machine"] = machine()
     JSON.write_text(json.dumps(res, indent=2))
     (RESULTS / "encoder_stealing.md").write_text(markdown(res))
@@ -188,6 +191,13 @@ def section_losses(
     judge = fashion_judge(victim, device)
     for pool_name, (ds, split) in POOLS.items():
         pool = QueryPool(load_dataset(ds, split), victim.spec)
+        key = f"losses/{pool_name}/untrained/0"
+        if key not in res["runs"]:  # the floor: a surrogate that bought nothing
+            torch.manual_seed(0)
+            sur = surrogate_encoder(SURROGATE, victim, int(victim.meta["feature_dim"]))
+            res["runs"][key] = {**judge.evaluate(sur), "queries": 0, "seconds": 0.0}
+            print(key, _short(res["runs"][key]), flush=True)
+            save(res)
         for name in attacks:
             make = ATTACKS[name]
             key = f"losses/{pool_name}/{name}/{budget}"
@@ -372,6 +382,8 @@ def markdown(res: dict[str, Any]) -> str:
             r = runs[k]
             _, pool, name, _b = k.split("/")
             label = name if k.startswith("losses/") else f"classifier from {name}"
+            if name == "untrained":
+                label = "untrained surrogate (no queries: the floor)"
             out.append(
                 f"| {label} | {pool} | {r.get('queries')} | {_f(r.get('accuracy'))} | "
                 f"{_f(r.get('agreement'))} | {_f(r.get('relative_accuracy'))} | "
