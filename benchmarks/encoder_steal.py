@@ -48,7 +48,7 @@ from stealkit.defenses import build_defense
 from stealkit.experiments.encoders import EncoderJudge, encoder_oracle, surrogate_encoder
 from stealkit.metrics import evaluate_stolen
 from stealkit.models import build_model
-from stealkit.models.encoder import SurrogateEncoder
+from stealkit.models.encoder import SurrogateEncoder, embed
 from stealkit.oracle import Ledger, LocalOracle
 from stealkit.train.loop import default_device
 from stealkit.victims.base import Victim
@@ -112,9 +112,15 @@ def ssl_victim(method: str) -> Victim:
     return load_victim("ssl", method=method, **SSL)
 
 
-def fashion_judge(victim: Victim, device: torch.device) -> EncoderJudge:
-    train = load_dataset("fashion-mnist", "train").limit(PROBE["train"], seed=1)
-    test = load_dataset("fashion-mnist", "test").limit(PROBE["test"], seed=1)
+def fashion_judge(
+    victim: Victim,
+    device: torch.device,
+    n_train: int = PROBE["train"],
+    n_test: int = PROBE["test"],
+) -> EncoderJudge:
+    """Linear probes on Fashion-MNIST (seeded subsets), in the victim's input spec."""
+    train = load_dataset("fashion-mnist", "train").limit(n_train, seed=1)
+    test = load_dataset("fashion-mnist", "test").limit(n_test, seed=1)
     assert train.y is not None and test.y is not None
     return EncoderJudge(
         victim,
@@ -277,9 +283,7 @@ class Downsampled(nn.Module):
         self.net, self.factor = net, factor
 
     def features(self, x: Tensor) -> Tensor:
-        x = F.avg_pool2d(x, self.factor)
-        f = getattr(self.net, "features", self.net)
-        return f(x).flatten(1)
+        return embed(self.net, F.avg_pool2d(x, self.factor))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
@@ -288,19 +292,8 @@ class Downsampled(nn.Module):
 def section_efficientnet(res: dict[str, Any], device: torch.device) -> None:
     size, budget = EFFNET["image_size"], EFFNET["budget"]
     victim = load_victim("efficientnet-lite0", image_size=size)
-    train = load_dataset("fashion-mnist", "train").limit(EFFNET["probe_train"], seed=1)
-    test = load_dataset("fashion-mnist", "test").limit(EFFNET["probe_test"], seed=1)
-    assert train.y is not None and test.y is not None
     t0 = time.perf_counter()
-    judge = EncoderJudge(
-        victim,
-        to_spec(train.images(), victim.spec),
-        train.y,
-        to_spec(test.images(), victim.spec),
-        test.y,
-        epochs=PROBE["epochs"],
-        device=device,
-    )
+    judge = fashion_judge(victim, device, EFFNET["probe_train"], EFFNET["probe_test"])
     res["runs"]["efficientnet/victim"] = {
         "probe_accuracy": judge.victim_probe.accuracy,
         "image_size": size,
