@@ -191,11 +191,12 @@ def section_victims(res: dict[str, Any], device: torch.device) -> None:
 
 
 def section_losses(
-    res: dict[str, Any], device: torch.device, budget: int, attacks: list[str]
+    res: dict[str, Any], device: torch.device, budget: int, attacks: list[str], pools: list[str]
 ) -> None:
     victim = ssl_victim("simclr")
     judge = fashion_judge(victim, device)
-    for pool_name, (ds, split) in POOLS.items():
+    for pool_name in pools:
+        ds, split = POOLS[pool_name]
         pool = QueryPool(load_dataset(ds, split), victim.spec)
         key = f"losses/{pool_name}/untrained/0"
         if key not in res["runs"]:  # the floor: a surrogate that bought nothing
@@ -253,7 +254,9 @@ def section_classifier(res: dict[str, Any], device: torch.device, budget: int) -
             save(res)
 
 
-def section_defences(res: dict[str, Any], device: torch.device, budget: int) -> None:
+def section_defences(
+    res: dict[str, Any], device: torch.device, budget: int, attacks: list[str]
+) -> None:
     victim = ssl_victim("simclr")
     judge = fashion_judge(victim, device)
     pool = QueryPool(load_dataset(*POOLS["in"]), victim.spec)
@@ -262,7 +265,7 @@ def section_defences(res: dict[str, Any], device: torch.device, budget: int) -> 
         if ukey not in res["runs"]:
             res["runs"][ukey] = judge.defense_utility(name, build_defense(type_, **params))
             save(res)
-        for attack in ("contsteal", "mse"):
+        for attack in attacks:
             key = f"defences/{name}/{attack}/{budget}"
             if key in res["runs"]:
                 continue
@@ -289,7 +292,12 @@ class Downsampled(nn.Module):
         return self.features(x)
 
 
-def section_efficientnet(res: dict[str, Any], device: torch.device) -> None:
+def section_efficientnet(
+    res: dict[str, Any],
+    device: torch.device,
+    attacks: list[str] | None = None,
+    only_pools: list[str] | None = None,
+) -> None:
     size, budget = EFFNET["image_size"], EFFNET["budget"]
     victim = load_victim("efficientnet-lite0", image_size=size)
     t0 = time.perf_counter()
@@ -309,7 +317,11 @@ def section_efficientnet(res: dict[str, Any], device: torch.device) -> None:
         ("out", "contsteal"),
     ):
         key = f"efficientnet/{pool_name}/{name}/{budget}"
-        if key in res["runs"]:
+        if (
+            key in res["runs"]
+            or name not in (attacks or [name])
+            or pool_name not in (only_pools or [pool_name])
+        ):
             continue
         net = build_model("resnet8", in_channels=3, num_classes=10, image_size=size // factor)
         sur = SurrogateEncoder(
@@ -435,7 +447,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     ap.add_argument("--budget", type=int, default=BUDGET, help="queries per encoder attack")
-    ap.add_argument("--attacks", nargs="*", choices=list(ATTACKS), help="losses: only these")
+    ap.add_argument(
+        "--attacks", nargs="*", choices=list(ATTACKS), help="losses, defences: only these attacks"
+    )
+    ap.add_argument(
+        "--pools", nargs="*", choices=list(POOLS), help="losses, efficientnet: only these pools"
+    )
     args = ap.parse_args()
     device = default_device()
     res = load()
@@ -444,13 +461,15 @@ def main() -> None:
         if section == "victims":
             section_victims(res, device)
         elif section == "losses":
-            section_losses(res, device, args.budget, args.attacks or list(ATTACKS))
+            section_losses(
+                res, device, args.budget, args.attacks or list(ATTACKS), args.pools or list(POOLS)
+            )
         elif section == "classifier":
             section_classifier(res, device, args.budget)
         elif section == "defences":
-            section_defences(res, device, args.budget)
+            section_defences(res, device, args.budget, args.attacks or ["contsteal", "mse"])
         else:
-            section_efficientnet(res, device)
+            section_efficientnet(res, device, args.attacks, args.pools)
         res.setdefault("section_seconds", {})[section] = round(time.perf_counter() - t0, 1)
         save(res)
     print(f"wrote {JSON} and encoder_stealing.md")
