@@ -335,6 +335,12 @@ def section_efficientnet(
         save(res)
 
 
+def _defence_run(runs: dict[str, Any], name: str, attack: str) -> dict[str, Any]:
+    """The stored run of ``attack`` against defence ``name``, at whatever ``--budget`` it ran."""
+    prefix = f"defences/{name}/{attack}/"
+    return next((r for k, r in runs.items() if k.startswith(prefix)), {})
+
+
 def _short(r: dict[str, Any]) -> str:
     keys = ("accuracy", "agreement", "relative_accuracy", "queries", "seconds")
     return ", ".join(
@@ -409,8 +415,7 @@ def markdown(res: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         for name, u in util.items():
-            cs = runs.get(f"defences/{name}/contsteal/{BUDGET}", {})
-            ms = runs.get(f"defences/{name}/mse/{BUDGET}", {})
+            cs, ms = (_defence_run(runs, name, attack) for attack in ("contsteal", "mse"))
             out.append(
                 f"| {name} | {_f(u.get('victim_accuracy'))} | "
                 f"{_f(u.get('mean_relative_l2_change'))} | {_f(cs.get('agreement'))} | "
