@@ -57,11 +57,12 @@ ATTACKS = [
         "probabilities",
         "dcgan",
     ),
+    (lambda: _mega(replay_sample=50), "label", "dcgan"),
     (lambda: _dast(), "label", "multibranch"),
     (lambda: _dast(variant="probability"), "probabilities", "multibranch"),
     (lambda: _dfme(grad_m=2), "probabilities", "dcgan"),
 ]
-IDS = ["mega", "mega-probability", "dast-l", "dast-p", "dfme"]
+IDS = ["mega", "mega-probability", "mega-replay-sample", "dast-l", "dast-p", "dfme"]
 
 
 @pytest.mark.parametrize(("make", "output", "kind"), ATTACKS, ids=IDS)
@@ -351,3 +352,34 @@ def test_mega_replay_keeps_the_most_recent_pairs():
     assert torch.cat(_keep_recent(chunks, 100)).tolist() == list(range(10))
     with pytest.raises(ValueError, match="replay"):
         MEGA(replay=True)
+
+
+def test_mega_replay_sample_trains_on_this_round_and_pairs_bought_earlier(make_oracle):
+    seen: list[torch.Tensor] = []
+
+    class Recording(MEGA):
+        def substitute_step(self, substitute, x, targets, optimizer, *, seed, device):
+            seen.append(x.clone())
+            return super().substitute_step(
+                substitute, x, targets, optimizer, seed=seed, device=device
+            )
+
+    oracle = make_oracle("label", budget=200)
+    bought: list[torch.Tensor] = []
+    query = oracle.query
+    oracle.query = lambda x: bought.append(x.clone()) or query(x)  # type: ignore[method-assign]
+    params = dict(query_batch=64, nz=NZ, gen_steps=2, max_epochs=2, sub_batch=32)
+    Recording(**params, replay_sample=100).run(
+        oracle, surrogate=_surrogate(), generator=_generator(), budget=200, device="cpu"
+    )
+    # rounds buy 64, 64, 64, 8; each step sees its round plus min(100, earlier) replayed pairs
+    assert [len(x) for x in seen] == [64, 64 + 64, 64 + 100, 8 + 100]
+    for k, x in enumerate(seen):
+        assert torch.equal(x[: len(bought[k])], bought[k])
+        earlier = torch.cat(bought[:k]) if k else torch.empty(0, *x.shape[1:])
+        for row in x[len(bought[k]) :]:  # every replayed row was bought in an earlier round
+            assert (earlier == row).flatten(1).all(1).any()
+    with pytest.raises(ValueError, match="not both"):
+        MEGA(replay=10, replay_sample=10)
+    with pytest.raises(ValueError, match="replay_sample"):
+        MEGA(replay_sample=-1)
