@@ -381,5 +381,6 @@ def test_mega_replay_sample_trains_on_this_round_and_pairs_bought_earlier(make_o
             assert (earlier == row).flatten(1).all(1).any()
     with pytest.raises(ValueError, match="not both"):
         MEGA(replay=10, replay_sample=10)
-    with pytest.raises(ValueError, match="replay_sample"):
-        MEGA(replay_sample=-1)
+    for bad in (-1, 2000.0, True):
+        with pytest.raises(ValueError, match="replay_sample must be a whole number"):
+            MEGA(replay_sample=bad)

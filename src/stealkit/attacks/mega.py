@@ -137,14 +137,10 @@ class MEGA:
         self.sub_batch, self.sub_lr, self.max_epochs = sub_batch, sub_lr, max_epochs
         self.patience, self.min_delta = patience, min_delta
         self.gen_steps, self.gen_lr, self.balance_weight = gen_steps, gen_lr, balance_weight
-        if isinstance(replay, bool) or replay < 0:
-            raise ValueError(f"replay must be a number of pairs >= 0, got {replay!r}")
-        self.replay = replay
-        if isinstance(replay_sample, bool) or replay_sample < 0:
-            raise ValueError(f"replay_sample must be a number of pairs >= 0, got {replay_sample!r}")
+        self.replay = _pair_count("replay", replay)
+        self.replay_sample = _pair_count("replay_sample", replay_sample)
         if replay and replay_sample:
             raise ValueError("use replay (the most recent pairs) or replay_sample, not both")
-        self.replay_sample = replay_sample
 
     def __repr__(self) -> str:
         return (
@@ -306,6 +302,13 @@ class MEGA:
                 "label_histogram": label_counts.tolist(),
             },
         )
+
+
+def _pair_count(name: str, value: object) -> int:
+    """A number of bought pairs, checked: a whole number >= 0 (not a bool, not 2000.0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of pairs >= 0, got {value!r}")
+    return value
 
 
 def _keep_recent(chunks: list[Tensor], rows: int) -> list[Tensor]:
