@@ -5,7 +5,7 @@
 Victims: the real MNIST CNN of digit-recognizer-py (nobody here trained it) and a cnn3 that
 stealkit trains on Fashion-MNIST (cached). The attacks see nothing but the victim's oracle:
 label-only (MEGA, DaST-L; MEGA-replay, our variant whose substitute step also trains on pairs drawn
-from every earlier round) and probability-only (MEGA-P, DaST-P, DFME). Each attack runs once to
+from every earlier round; MEGA-refresh, our variant that redraws half of the noise set Z each round) and probability-only (MEGA-P, DaST-P, DFME). Each attack runs once to
 the largest budget with a convergence curve every 25k queries; the accuracies at 50k, 100k, 200k
 and 400k are read from that curve (for MEGA and DaST that equals a run stopped there; DFME's
 learning-rate schedule depends on its budget, so its curve is of the 400k run). Judges, never
@@ -51,12 +51,18 @@ MEGA_PARAMS: dict[str, Any] = {"ngf": 16, "query_batch": 1000, "balance_weight":
 # most 10 passes). 100k-query probes (one thread): replay 2,000 reached 0.763 at 60k, 5,000 0.698
 # (0.742 at 100k), 20,000 with at most 5 passes 0.551; the plain run had 0.663 at 100k.
 MEGA_REPLAY: dict[str, Any] = MEGA_PARAMS | {"replay_sample": 2000, "max_epochs": 10}
+# mega-refresh: half of Z redrawn after each generator step. 100k-query probe (one thread): with Z
+# fixed the substitute already agreed with the victim on 99.7% of a new round's queries by round 30;
+# with half redrawn, on 0.71-0.79 of them, and accuracy reached 0.830 at 90k (all of Z redrawn: 0.67
+# at 40k).
+MEGA_REFRESH: dict[str, Any] = MEGA_PARAMS | {"z_refresh": 0.5}
 # name -> (output the API gives, attack factory); ngf 16: a 28x28 generator several times faster
 ATTACKS: dict[str, tuple[str, Any]] = {
     "mega": ("label", lambda: MEGA(variant="label", **MEGA_PARAMS)),
     "dast-l": ("label", lambda: DaST(variant="label", ngf=16)),
     "dfme": ("probabilities", lambda: DFME(ngf=16)),
     "mega-replay": ("label", lambda: MEGA(variant="label", **MEGA_REPLAY)),
+    "mega-refresh": ("label", lambda: MEGA(variant="label", **MEGA_REFRESH)),
     "mega-p": ("probabilities", lambda: MEGA(variant="probability", **MEGA_PARAMS)),
     "dast-p": ("probabilities", lambda: DaST(variant="probability", ngf=16)),
 }

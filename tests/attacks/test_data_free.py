@@ -58,11 +58,12 @@ ATTACKS = [
         "dcgan",
     ),
     (lambda: _mega(replay_sample=50), "label", "dcgan"),
+    (lambda: _mega(z_refresh=0.5), "label", "dcgan"),
     (lambda: _dast(), "label", "multibranch"),
     (lambda: _dast(variant="probability"), "probabilities", "multibranch"),
     (lambda: _dfme(grad_m=2), "probabilities", "dcgan"),
 ]
-IDS = ["mega", "mega-probability", "mega-replay-sample", "dast-l", "dast-p", "dfme"]
+IDS = ["mega", "mega-probability", "mega-replay-sample", "mega-z-refresh", "dast-l", "dast-p", "dfme"]
 
 
 @pytest.mark.parametrize(("make", "output", "kind"), ATTACKS, ids=IDS)
@@ -384,3 +385,28 @@ def test_mega_replay_sample_trains_on_this_round_and_pairs_bought_earlier(make_o
     for bad in (-1, 2000.0, True):
         with pytest.raises(ValueError, match="replay_sample must be a whole number"):
             MEGA(replay_sample=bad)
+
+
+@pytest.mark.parametrize(("fraction", "fresh"), [(0.0, 0), (0.25, 16), (1.0, 64)])
+def test_mega_z_refresh_redraws_that_fraction_of_the_noise_set_each_round(
+    fraction, fresh, make_oracle
+):
+    zs: list[torch.Tensor] = []
+
+    class Recording(MEGA):
+        def generator_step(self, generator, substitute, z, optimizer):
+            zs.append(z.clone())
+            return super().generator_step(generator, substitute, z, optimizer)
+
+    oracle = make_oracle("label", budget=256)
+    params = dict(query_batch=64, nz=NZ, gen_steps=1, max_epochs=2, sub_batch=32)
+    Recording(**params, z_refresh=fraction).run(
+        oracle, surrogate=_surrogate(), generator=_generator(), budget=256, device="cpu"
+    )
+    assert len(zs) == 3  # four rounds; no generator step after the last purchase
+    for before, after in zip(zs, zs[1:], strict=False):
+        changed = (before != after).any(dim=1)
+        assert int(changed.sum()) == fresh  # a redrawn N(0, 1) seed never equals the old one
+    for bad in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="z_refresh is the fraction of Z"):
+            MEGA(z_refresh=bad)

@@ -23,6 +23,12 @@ round's, against forgetting; ``replay_sample`` instead draws that many pairs at 
 earlier round, so the substitute keeps seeing the whole history at a fixed cost per round (neither
 is in the paper; both 0, off, by default).
 
+``z_refresh`` (ours, not in the paper; 0, off, by default) redraws that fraction of Z after each
+generator step. With Z fixed the game settles: on the MNIST CNN, from round 20 on, the substitute
+already agreed with the victim on 99% of each new round's queries before training on them, so the
+queries bought almost nothing and accuracy stopped near 0.70. With half of Z redrawn each round
+about a quarter of every round stays informative (``docs/results/data_free_analysis.md``).
+
 Each round costs ``len(Z) = query_batch`` queries; the last round sends the first
 ``budget - spent`` seeds only, so exactly ``budget`` queries are spent.
 """
@@ -102,6 +108,8 @@ class MEGA:
         replay_sample: pairs drawn afresh each round, uniformly from all earlier rounds, that the
             substitute step also trains on (0: off). Keeps every bought pair in memory
             (4 bytes per pixel: about 1.3 GB for 400k 28x28 images).
+        z_refresh: fraction of the noise set Z drawn anew after each generator step, in [0, 1];
+            0 keeps Z fixed, as the paper.
 
     Example:
         >>> result = MEGA().run(oracle, surrogate=build_model("lenet5", ...), budget=20000)
@@ -124,6 +132,7 @@ class MEGA:
         balance_weight: float = 0.0,
         replay: int = 0,
         replay_sample: int = 0,
+        z_refresh: float = 0.0,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -139,6 +148,11 @@ class MEGA:
         self.gen_steps, self.gen_lr, self.balance_weight = gen_steps, gen_lr, balance_weight
         self.replay = _pair_count("replay", replay)
         self.replay_sample = _pair_count("replay_sample", replay_sample)
+        if isinstance(z_refresh, bool) or not 0.0 <= z_refresh <= 1.0:
+            raise ValueError(
+                f"z_refresh is the fraction of Z redrawn each round, in [0, 1]; got {z_refresh!r}"
+            )
+        self.z_refresh = float(z_refresh)
         if replay and replay_sample:
             raise ValueError("use replay (the most recent pairs) or replay_sample, not both")
 
@@ -148,7 +162,7 @@ class MEGA:
             f"sub_batch={self.sub_batch}, sub_lr={self.sub_lr}, max_epochs={self.max_epochs}, "
             f"patience={self.patience}, min_delta={self.min_delta}, gen_steps={self.gen_steps}, "
             f"gen_lr={self.gen_lr}, balance_weight={self.balance_weight}, replay={self.replay}, "
-            f"replay_sample={self.replay_sample})"
+            f"replay_sample={self.replay_sample}, z_refresh={self.z_refresh})"
         )
 
     # --- one round's two coordinate steps ---------------------------------------------------
@@ -288,6 +302,10 @@ class MEGA:
             }
             if spent < budget:  # a generator step after the last purchase would be wasted
                 row["generator_loss"] = self.generator_step(generator, surrogate, z, opt_g)[-1]
+                fresh = round(self.z_refresh * self.query_batch)
+                if fresh:
+                    pick = torch.randperm(self.query_batch, generator=gen)[:fresh]
+                    z[pick.to(dev)] = torch.randn((fresh, self.nz), generator=gen).to(dev)
             history.append(row)
             log.debug("MEGA round %d: %s", len(history), row)
             if monitor is not None:
