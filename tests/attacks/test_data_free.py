@@ -58,12 +58,20 @@ ATTACKS = [
         "dcgan",
     ),
     (lambda: _mega(replay_sample=50), "label", "dcgan"),
-    (lambda: _mega(z_refresh=0.5), "label", "dcgan"),
+    (lambda: _mega(z_refresh=0.5, average=0.9), "label", "dcgan"),
     (lambda: _dast(), "label", "multibranch"),
     (lambda: _dast(variant="probability"), "probabilities", "multibranch"),
     (lambda: _dfme(grad_m=2), "probabilities", "dcgan"),
 ]
-IDS = ["mega", "mega-probability", "mega-replay-sample", "mega-z-refresh", "dast-l", "dast-p", "dfme"]
+IDS = [
+    "mega",
+    "mega-probability",
+    "mega-replay-sample",
+    "mega-z-refresh-average",
+    "dast-l",
+    "dast-p",
+    "dfme",
+]
 
 
 @pytest.mark.parametrize(("make", "output", "kind"), ATTACKS, ids=IDS)
@@ -410,3 +418,35 @@ def test_mega_z_refresh_redraws_that_fraction_of_the_noise_set_each_round(
     for bad in (-0.1, 1.5, True):
         with pytest.raises(ValueError, match="z_refresh is the fraction of Z"):
             MEGA(z_refresh=bad)
+
+
+def test_mega_average_returns_the_moving_average_of_the_substitute_weights(make_oracle):
+    from stealkit.attacks.mega import weight_average
+
+    rounds: list[dict[str, torch.Tensor]] = []
+
+    class Recording(MEGA):
+        def substitute_step(self, substitute, x, targets, optimizer, *, seed, device):
+            out = super().substitute_step(
+                substitute, x, targets, optimizer, seed=seed, device=device
+            )
+            rounds.append({k: v.clone() for k, v in substitute.state_dict().items()})
+            return out
+
+    oracle = make_oracle("label", budget=192)
+    params = dict(query_batch=64, nz=NZ, gen_steps=1, max_epochs=2, sub_batch=32)
+    result = Recording(**params, average=0.5).run(
+        oracle, surrogate=_surrogate(), generator=_generator(), budget=192, device="cpu"
+    )
+    assert len(rounds) == 3
+    for name, value in result.surrogate.state_dict().items():
+        expected = 0.25 * rounds[0][name] + 0.25 * rounds[1][name] + 0.5 * rounds[2][name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+        assert not torch.allclose(value, rounds[2][name])  # not the last round's weights
+    first = _surrogate()
+    assert torch.equal(
+        weight_average(None, first, 0.9)(torch.ones(1, 1, 8, 8)), first(torch.ones(1, 1, 8, 8))
+    )
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="average is the decay"):
+            MEGA(average=bad)

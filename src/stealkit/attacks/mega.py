@@ -28,6 +28,9 @@ generator step. With Z fixed the game settles: on the MNIST CNN, from round 20 o
 already agreed with the victim on 99% of each new round's queries before training on them, so the
 queries bought almost nothing and accuracy stopped near 0.70. With half of Z redrawn each round
 about a quarter of every round stays informative (``docs/results/data_free_analysis.md``).
+``average`` (ours; 0, off, by default) returns, and shows the monitor, an exponential moving average
+of the substitute's weights over rounds instead of the last round's weights, which swing from
+round to round as each round's pairs pull the substitute their way.
 
 Each round costs ``len(Z) = query_batch`` queries; the last round sends the first
 ``budget - spent`` seeds only, so exactly ``budget`` queries are spent.
@@ -35,6 +38,7 @@ Each round costs ``len(Z) = query_batch`` queries; the last round sends the firs
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -110,6 +114,9 @@ class MEGA:
             (4 bytes per pixel: about 1.3 GB for 400k 28x28 images).
         z_refresh: fraction of the noise set Z drawn anew after each generator step, in [0, 1];
             0 keeps Z fixed, as the paper.
+        average: decay in [0, 1) of an exponential moving average of the substitute's weights,
+            updated after each round's substitute step; the stolen model is that average. 0
+            returns the last round's weights, as the paper.
 
     Example:
         >>> result = MEGA().run(oracle, surrogate=build_model("lenet5", ...), budget=20000)
@@ -133,6 +140,7 @@ class MEGA:
         replay: int = 0,
         replay_sample: int = 0,
         z_refresh: float = 0.0,
+        average: float = 0.0,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -153,6 +161,11 @@ class MEGA:
                 f"z_refresh is the fraction of Z redrawn each round, in [0, 1]; got {z_refresh!r}"
             )
         self.z_refresh = float(z_refresh)
+        if isinstance(average, bool) or not 0.0 <= average < 1.0:
+            raise ValueError(
+                f"average is the decay of the weight average, in [0, 1) (0: off); got {average!r}"
+            )
+        self.average = float(average)
         if replay and replay_sample:
             raise ValueError("use replay (the most recent pairs) or replay_sample, not both")
 
@@ -162,7 +175,8 @@ class MEGA:
             f"sub_batch={self.sub_batch}, sub_lr={self.sub_lr}, max_epochs={self.max_epochs}, "
             f"patience={self.patience}, min_delta={self.min_delta}, gen_steps={self.gen_steps}, "
             f"gen_lr={self.gen_lr}, balance_weight={self.balance_weight}, replay={self.replay}, "
-            f"replay_sample={self.replay_sample}, z_refresh={self.z_refresh})"
+            f"replay_sample={self.replay_sample}, z_refresh={self.z_refresh}, "
+            f"average={self.average})"
         )
 
     # --- one round's two coordinate steps ---------------------------------------------------
@@ -265,6 +279,7 @@ class MEGA:
         past: tuple[Tensor, Tensor] | None = None  # every bought pair, for replay_sample
         history: list[dict[str, float]] = []
         label_counts = torch.zeros(num_classes, dtype=torch.long)
+        averaged: nn.Module | None = None  # the weight average, when self.average
         spent = 0
         while spent < budget:
             n = min(self.query_batch, budget - spent)
@@ -308,8 +323,12 @@ class MEGA:
                     z[pick.to(dev)] = torch.randn((fresh, self.nz), generator=gen).to(dev)
             history.append(row)
             log.debug("MEGA round %d: %s", len(history), row)
+            if self.average:
+                averaged = weight_average(averaged, surrogate, self.average)
             if monitor is not None:
-                monitor(surrogate, spent)
+                monitor(averaged if averaged is not None else surrogate, spent)
+        if averaged is not None:
+            surrogate.load_state_dict(averaged.state_dict())
         return AttackResult(
             surrogate=surrogate.eval(),
             queries=oracle.ledger.spent - start,
@@ -320,6 +339,22 @@ class MEGA:
                 "label_histogram": label_counts.tolist(),
             },
         )
+
+
+def weight_average(averaged: nn.Module | None, model: nn.Module, decay: float) -> nn.Module:
+    """One step of an exponential moving average of ``model``'s weights: a copy of ``model`` the
+    first time, then ``decay * averaged + (1 - decay) * model`` per floating-point tensor (buffers
+    such as batch-norm statistics are averaged too; integer buffers are copied)."""
+    if averaged is None:
+        return copy.deepcopy(model).eval()
+    with torch.no_grad():
+        mine = averaged.state_dict()
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                mine[name].mul_(decay).add_(value, alpha=1.0 - decay)
+            else:
+                mine[name].copy_(value)
+    return averaged
 
 
 def _pair_count(name: str, value: object) -> int:
