@@ -415,7 +415,7 @@ def test_mega_z_refresh_redraws_that_fraction_of_the_noise_set_each_round(
     for before, after in zip(zs, zs[1:], strict=False):
         changed = (before != after).any(dim=1)
         assert int(changed.sum()) == fresh  # a redrawn N(0, 1) seed never equals the old one
-    for bad in (-0.1, 1.5, True):
+    for bad in (-0.1, 1.5, True, "half"):
         with pytest.raises(ValueError, match="z_refresh is the fraction of Z"):
             MEGA(z_refresh=bad)
 
@@ -447,6 +447,6 @@ def test_mega_average_returns_the_moving_average_of_the_substitute_weights(make_
     assert torch.equal(
         weight_average(None, first, 0.9)(torch.ones(1, 1, 8, 8)), first(torch.ones(1, 1, 8, 8))
     )
-    for bad in (-0.1, 1.0, True):
+    for bad in (-0.1, 1.0, True, "0.9"):
         with pytest.raises(ValueError, match="average is the decay"):
             MEGA(average=bad)

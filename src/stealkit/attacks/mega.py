@@ -156,12 +156,12 @@ class MEGA:
         self.gen_steps, self.gen_lr, self.balance_weight = gen_steps, gen_lr, balance_weight
         self.replay = _pair_count("replay", replay)
         self.replay_sample = _pair_count("replay_sample", replay_sample)
-        if isinstance(z_refresh, bool) or not 0.0 <= z_refresh <= 1.0:
+        if not _is_number(z_refresh) or not 0.0 <= z_refresh <= 1.0:
             raise ValueError(
                 f"z_refresh is the fraction of Z redrawn each round, in [0, 1]; got {z_refresh!r}"
             )
         self.z_refresh = float(z_refresh)
-        if isinstance(average, bool) or not 0.0 <= average < 1.0:
+        if not _is_number(average) or not 0.0 <= average < 1.0:
             raise ValueError(
                 f"average is the decay of the weight average, in [0, 1) (0: off); got {average!r}"
             )
@@ -355,6 +355,10 @@ def weight_average(averaged: nn.Module | None, model: nn.Module, decay: float) -
             else:
                 mine[name].copy_(value)
     return averaged
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _pair_count(name: str, value: object) -> int:
