@@ -1,6 +1,7 @@
 """Data-free stealing (MEGA, DaST, DFME) and transfer adversarial attacks from the stolen models.
 
     python -m benchmarks.data_free [--quick] [--only NAME ...] [--victims mnist fashion]
+                                   [--seeds 0 1 2]
 
 Victims: the real MNIST CNN of digit-recognizer-py (nobody here trained it) and a cnn3 that
 stealkit trains on Fashion-MNIST (cached). The attacks see nothing but the victim's oracle:
@@ -18,14 +19,20 @@ model and on an independent baseline trained on other labelled data (MNIST: the 
 split, 4,000 digits; Fashion-MNIST: the first half of its test split), and scored on the victim
 over test images it classifies correctly. Every finished run is stored in
 docs/results/data_free.json at once, so a cut-off benchmark resumes where it stopped; the
-Markdown and the plot are rebuilt from that file.
+Markdown and the plot are rebuilt from that file. `--seeds` repeats a run with other seeds (the
+attack's seed and the surrogate's initialisation; seed 0 is the default run, others are stored as
+`victim/attack/seedN`). Writes re-read the file under a lock and merge one record, so several
+invocations (say one per seed, one thread each) can run side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -151,24 +158,28 @@ def baseline(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def steal(victim: Victim, s: dict[str, Any], attack_name: str, budget: int) -> dict[str, Any]:
+def steal(
+    victim: Victim, s: dict[str, Any], attack_name: str, budget: int, seed: int = 0
+) -> dict[str, Any]:
     output, make = ATTACKS[attack_name]
     oracle = LocalOracle(
         victim.model, victim.spec, output=output, ledger=Ledger(budget=budget, price_per_1k=1.0)
     )
     attack = make()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     surrogate = build_model(SURROGATE, in_channels=1, num_classes=10, image_size=28)
     at = list(range(CURVE_EVERY, budget + 1, CURVE_EVERY))
     curve = ConvergenceCurve(s["x_eval"], s["y_eval"], s["victim_pred"], at=at)
     t = time.time()
-    result = attack.run(oracle, surrogate=surrogate, budget=budget, seed=0, monitor=curve)
+    result = attack.run(oracle, surrogate=surrogate, budget=budget, seed=seed, monitor=curve)
     seconds = time.time() - t
     m = evaluate_stolen(result.surrogate, s["x_eval"], s["y_eval"], s["victim_pred"], None)
     best = max(curve.points, key=lambda p: p["accuracy"] or 0.0)
     return {
         "attack": repr(attack),
         "output": output,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
         "budget": budget,
         "spent": oracle.ledger.spent,
         "seconds": seconds,
@@ -182,6 +193,33 @@ def steal(victim: Victim, s: dict[str, Any], attack_name: str, budget: int) -> d
     }
 
 
+def update_store(store: Path, section: str | None, items: dict[str, Any]) -> dict[str, Any]:
+    """Merge `items` into `section` of the stored results (the top level if None); return it all.
+
+    The file is re-read under an exclusive lock and replaced atomically, so several invocations
+    (one per seed, say) can run side by side: each merges its own records into what is on disk
+    instead of overwriting the file with the copy it loaded at start-up.
+    """
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+            for k in ("runs", "baselines", "victims"):
+                data.setdefault(k, {})
+            (data if section is None else data[section]).update(items)
+            tmp = store.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2))
+            tmp.replace(store)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return data
+
+
+def run_key(vname: str, attack_name: str, seed: int) -> str:
+    return f"{vname}/{attack_name}" + (f"/seed{seed}" if seed else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,50 +228,49 @@ def main() -> None:
     ap.add_argument("--budget", type=int, help="largest budget (default 400k; 100k with --quick)")
     ap.add_argument("--only", nargs="*", help="run only these attacks (e.g. mega dast-l)")
     ap.add_argument("--victims", nargs="*", default=["mnist", "fashion"])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="seeds to run (default 0)")
     args = ap.parse_args()
+    unknown = set(args.only or []) - set(ATTACKS)
+    if unknown:
+        ap.error(f"unknown attack(s) {sorted(unknown)}; choose from {sorted(ATTACKS)}")
     store = RESULTS / "data_free.json"
-    data: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
-    data.setdefault("runs", {})
-    data.setdefault("baselines", {})
-    data.setdefault("victims", {})
-    data.update(
-        {
-            "machine": machine(),
-            "surrogate": SURROGATE,
-            "transfer": TRANSFER | {"eps": list(TRANSFER_EPS)},
-            "curve_every": CURVE_EVERY,
-        }
-    )
+    common = {
+        "machine": machine(),
+        "surrogate": SURROGATE,
+        "transfer": TRANSFER | {"eps": list(TRANSFER_EPS)},
+        "curve_every": CURVE_EVERY,
+    }
+    data = update_store(store, None, common)
     budget = args.budget or (100_000 if args.quick else max(BUDGETS))
     t0 = time.time()
     for vname in args.victims:
         s = load_setting(vname)
-        data["victims"][vname] = {
+        info = {
             "repr": repr(s["victim"]),
             "accuracy": s["victim_accuracy"],
             "eval_size": len(s["y_eval"]),
             "transfer_size": len(s["y_transfer"]),
         }
+        data = update_store(store, "victims", {vname: info})
         if vname not in data["baselines"]:
-            data["baselines"][vname] = baseline(s)
-            store.write_text(json.dumps(data, indent=2))
+            data = update_store(store, "baselines", {vname: baseline(s)})
         for attack_name in ATTACKS:
-            key = f"{vname}/{attack_name}"
             if args.only and attack_name not in args.only:
                 continue
-            if key in data["runs"] and data["runs"][key]["budget"] >= budget:
-                continue
-            rec = steal(s["victim"], s, attack_name, budget)
-            data["runs"][key] = rec
-            store.write_text(json.dumps(data, indent=2))
-            print(
-                f"{key}: accuracy {rec['accuracy']:.4f}, agreement {rec['agreement']:.4f}, "
-                f"best {rec['best_accuracy']:.4f} at {rec['queries_to_best']:.0f} q "
-                f"({rec['seconds']:.0f} s)",
-                flush=True,
-            )
-    data["last_invocation_seconds"] = time.time() - t0
-    store.write_text(json.dumps(data, indent=2))
+            for seed in args.seeds:
+                key = run_key(vname, attack_name, seed)
+                if key in data["runs"] and data["runs"][key]["budget"] >= budget:
+                    continue
+                rec = steal(s["victim"], s, attack_name, budget, seed=seed)
+                data = update_store(store, "runs", {key: rec})
+                print(
+                    f"{key}: accuracy {rec['accuracy']:.4f}, agreement {rec['agreement']:.4f}, "
+                    f"best {rec['best_accuracy']:.4f} at {rec['queries_to_best']:.0f} q "
+                    f"({rec['seconds']:.0f} s)",
+                    flush=True,
+                )
+    elapsed = time.time() - t0
+    data = update_store(store, None, {"last_invocation_seconds": elapsed})
     write_markdown(data)
 
 
@@ -247,6 +284,46 @@ def _at(curve: list[dict[str, Any]], q: int) -> dict[str, Any] | None:
 
 def _cell(p: dict[str, Any] | None) -> str:
     return "—" if p is None else f"{p['accuracy']:.3f} / {p['agreement']:.3f}"
+
+
+def seed_summary(runs: dict[str, Any], vname: str) -> list[str]:
+    """Mean and spread over seeds, for each attack run with more than one seed."""
+    by_attack: dict[str, list[dict[str, Any]]] = {}
+    for key, r in runs.items():
+        parts = key.split("/")
+        if parts[0] == vname:
+            by_attack.setdefault(parts[1], []).append(r)
+    lines: list[str] = []
+    for name, rs in by_attack.items():
+        if len(rs) < 2:
+            continue
+        if not lines:
+            lines += [
+                "",
+                "Over seeds (accuracy: mean ± standard deviation, then the seeds' values in seed "
+                "order; a budget counts only seeds that reached it):",
+                "",
+                "| attack | seeds | " + " | ".join(f"{b // 1000}k" for b in BUDGETS) + " | best |",
+                "|---|---|" + "---|" * (len(BUDGETS) + 1),
+            ]
+        rs = sorted(rs, key=lambda r: r.get("seed", 0))
+        cells = []
+        for b in BUDGETS:
+            vals = [p["accuracy"] for r in rs if (p := _at(r["curve"], b)) is not None]
+            cells.append(_spread(vals))
+        seeds = ", ".join(str(r.get("seed", 0)) for r in rs)
+        best = _spread([r["best_accuracy"] for r in rs])
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {best} |")
+    return lines
+
+
+def _spread(vals: list[float]) -> str:
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    each = ", ".join(f"{v:.3f}" for v in vals)
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} ({each})"
 
 
 def write_markdown(data: dict[str, Any]) -> None:
@@ -287,6 +364,7 @@ def write_markdown(data: dict[str, Any]) -> None:
                 + f" | {r['best_accuracy']:.3f} ({r['queries_to_best'] / 1000:.0f}k)"
                 + f" | {r['seconds'] / 60:.1f} min |"
             )
+        lines += seed_summary(runs, vname)
         b = data["baselines"].get(vname)
         sources = [
             (k.split("/", 1)[1], r["transfer"])
@@ -338,7 +416,7 @@ def write_markdown(data: dict[str, Any]) -> None:
                 ax.plot(
                     [p["queries"] for p in pts],
                     [p["accuracy"] for p in pts],
-                    label=key.split("/")[1],
+                    label=key.split("/", 1)[1],
                 )
         ax.set_title(f"victim: {vname}")
         ax.set_xlabel("queries")
