@@ -10,7 +10,7 @@ run:  ## set up, then steal the real MNIST CNN on the built-in default grid
 test:  ## set up (with test tools), lint, type-check, run the tests
 	bash scripts/setup.sh dev
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m mypy src/stealkit
+	$(PY) -m mypy src/stealkit benchmarks
 	$(PY) -m pytest -q
 
 bench:  ## re-measure the Knockoff Nets findings (slow: about an hour on 2 cores)

@@ -99,6 +99,8 @@ def load_setting(name: str) -> dict[str, Any]:
         victim = load_victim("trained", dataset="fashion-mnist", arch="cnn3", epochs=5)
         test = load_dataset("fashion-mnist", "test")
         x_all, y_all = to_spec(test.images(), victim.spec), test.y
+        if y_all is None:
+            raise ValueError("the fashion-mnist test split came without labels; reinstall its data")
         x_eval, y_eval = x_all[5000:], y_all[5000:]
         x_test, y_test = x_eval[:1000], y_eval[:1000]
         x_base, y_base = x_all[:5000], y_all[:5000]
@@ -135,7 +137,7 @@ def transfer(source: nn.Module, s: dict[str, Any]) -> list[dict[str, Any]]:
             s["y_transfer"],
             num_classes=10,
             eps=eps,
-            steps=TRANSFER["steps"],
+            steps=int(TRANSFER["steps"]),
             step_size=TRANSFER["step_size_ratio"] * eps / TRANSFER["steps"],
             seed=0,
         )

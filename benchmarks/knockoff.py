@@ -104,6 +104,8 @@ def main() -> None:
     victim = load_victim("digit-recognizer")
     ev = load_dataset("mnist-5k", "all")
     x_eval = to_spec(ev.images(), victim.spec)
+    if ev.y is None:
+        raise ValueError("the mnist-5k data came without labels; reinstall its data")
     with torch.inference_mode():
         victim_pred = victim.model(x_eval).argmax(1)
     victim_acc = accuracy(victim_pred, ev.y)

@@ -40,7 +40,7 @@ def main() -> None:
             return model(x).softmax(dim=1)
 
     n = args.repeats * args.batch
-    paths: dict[str, Callable[[], object]] = {
+    paths: dict[str, Callable[[torch.Tensor], object]] = {
         "bare forward + softmax": bare,
         "oracle (probabilities) + ledger": LocalOracle(
             model, victim.spec, ledger=Ledger(budget=n)
