@@ -1,4 +1,4 @@
-"""Self-supervised methods: the momentum update's maths, MoCo's queue, and training through the
+"""Self-supervised methods: MoCo's queue, and training through the
 shared loop moving the backbone but never the momentum networks by gradient."""
 
 from __future__ import annotations
@@ -8,22 +8,13 @@ import torch
 from torch import nn
 
 from stealkit.models import build_model
-from stealkit.train.ssl import METHODS, MoCoV2, build_method, ema_update, pretrain
+from stealkit.train.ssl import METHODS, MoCoV2, build_method, pretrain
 
 
 def _backbone() -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return build_model("cnn2-small", in_channels=1, num_classes=1, image_size=8)
-
-
-def test_ema_update_is_a_convex_step() -> None:
-    online, target = nn.Linear(3, 2), nn.Linear(3, 2)
-    before = target.weight.detach().clone()
-    ema_update(target, online, 0.9)
-    torch.testing.assert_close(target.weight, 0.9 * before + 0.1 * online.weight.detach())
-    ema_update(target, online, 0.0)
-    torch.testing.assert_close(target.weight, online.weight)
 
 
 def test_moco_enqueues_the_previous_steps_keys() -> None:

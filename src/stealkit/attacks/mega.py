@@ -57,6 +57,7 @@ from stealkit.attacks.data_free import (
 from stealkit.losses.classification import soft_cross_entropy
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
+from stealkit.train.averaging import ema_
 from stealkit.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -347,13 +348,7 @@ def weight_average(averaged: nn.Module | None, model: nn.Module, decay: float) -
     such as batch-norm statistics are averaged too; integer buffers are copied)."""
     if averaged is None:
         return copy.deepcopy(model).eval()
-    with torch.no_grad():
-        mine = averaged.state_dict()
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                mine[name].mul_(decay).add_(value, alpha=1.0 - decay)
-            else:
-                mine[name].copy_(value)
+    ema_(averaged, model, decay, buffers="average")
     return averaged
 
 

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from stealkit.data.augment import simclr_view
 from stealkit.losses.ssl import byol_loss, moco_infonce, nt_xent, simsiam_loss
 from stealkit.models.encoder import embed, output_dim
+from stealkit.train.averaging import ema_
 from stealkit.train.loop import Augment, FitHistory, fit
 
 
@@ -44,14 +45,6 @@ def mlp_head(
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online, parameters and buffers alike."""
-    for pt, po in zip(target.parameters(), online.parameters(), strict=True):
-        pt.mul_(momentum).add_(po.detach(), alpha=1 - momentum)
-    for bt, bo in zip(target.buffers(), online.buffers(), strict=True):
-        bt.copy_(bo)
-
-
 def _frozen_copy(m: nn.Module) -> nn.Module:
     twin = copy.deepcopy(m)
     for p in twin.parameters():
@@ -142,8 +135,8 @@ class MoCoV2(SSLMethod):
 
     def forward(self, views: Tensor) -> Tensor:
         if self.training:  # finish the previous step: momentum update, then enqueue its keys
-            ema_update(self.key_backbone, self.backbone, self.momentum)
-            ema_update(self.key_projector, self.projector, self.momentum)
+            ema_(self.key_backbone, self.backbone, self.momentum, buffers="copy")
+            ema_(self.key_projector, self.projector, self.momentum, buffers="copy")
             if self._pending is not None:
                 self._enqueue(self._pending)
         v1, v2 = views.chunk(2)
@@ -183,8 +176,8 @@ class BYOL(SSLMethod):
 
     def forward(self, views: Tensor) -> Tensor:
         if self.training:
-            ema_update(self.target_backbone, self.backbone, self.momentum)
-            ema_update(self.target_projector, self.projector, self.momentum)
+            ema_(self.target_backbone, self.backbone, self.momentum, buffers="copy")
+            ema_(self.target_projector, self.projector, self.momentum, buffers="copy")
         p = self.predictor(self.projector(self.features(views)))
         with torch.no_grad():
             z = self.target_projector(embed(self.target_backbone, views))
