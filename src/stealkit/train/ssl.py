@@ -44,7 +44,6 @@ def mlp_head(
     return nn.Sequential(*mods)
 
 
-@torch.no_grad()
 def _frozen_copy(m: nn.Module) -> nn.Module:
     twin = copy.deepcopy(m)
     for p in twin.parameters():
