@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from stealkit.experiments.encoders import EncoderJudge, encoder_oracle, surrogate_encoder
 from torch import Tensor, nn
 
 from benchmarks.common import RESULTS, machine
@@ -45,7 +46,6 @@ from stealkit.attacks import ContSteal, EncoderStealing, KnockoffNets, StolenEnc
 from stealkit.data import load_dataset, to_spec
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import build_defense
-from stealkit.experiments.encoders import EncoderJudge, encoder_oracle, surrogate_encoder
 from stealkit.metrics import evaluate_stolen
 from stealkit.models import build_model
 from stealkit.models.encoder import SurrogateEncoder, embed
@@ -149,7 +149,7 @@ def steal_encoder(
     oracle = encoder_oracle(victim, d, ledger, device)
     sur = surrogate or surrogate_encoder(SURROGATE, victim, oracle.output_dim)
     t0 = time.perf_counter()
-    result = attack.run(oracle, pool, surrogate=sur, budget=budget, seed=0, device=device)
+    result = attack.run(oracle, pool=pool, surrogate=sur, budget=budget, seed=0, device=device)
     seconds = time.perf_counter() - t0
     return {
         **judge.evaluate(result.surrogate),
@@ -235,7 +235,9 @@ def section_classifier(res: dict[str, Any], device: torch.device, budget: int) -
             )
             attack = KnockoffNets(strategy="random", online_steps=0, recipe=CLASSIFIER_RECIPE)
             t0 = time.perf_counter()
-            result = attack.run(oracle, pool, surrogate=sur, budget=budget, seed=0, device=device)
+            result = attack.run(
+                oracle, pool=pool, surrogate=sur, budget=budget, seed=0, device=device
+            )
             m = evaluate_stolen(
                 result.surrogate,
                 x_eval,

@@ -127,7 +127,9 @@ def main() -> None:
         torch.manual_seed(args.seed)
         surrogate = build_model(cfg["arch"], in_channels=1, num_classes=10, image_size=28)
         t = time.time()
-        result = attack.run(oracle, pool, surrogate=surrogate, budget=cfg["budget"], seed=args.seed)
+        result = attack.run(
+            oracle, pool=pool, surrogate=surrogate, budget=cfg["budget"], seed=args.seed
+        )
         m = evaluate_stolen(result.surrogate, x_eval, ev.y, victim_pred, victim_acc)
         rec = {
             **cfg,

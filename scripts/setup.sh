@@ -5,13 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRA=${1:-}   # "dev" adds the test tools
+EXTRA=${1:-}   # "dev" adds the test tools (and Debian's Chromium for the report's browser test)
 
 need_pip=0
-$PY -c "import stealkit, torch, safetensors, onnxruntime, yaml, pydantic" 2>/dev/null || need_pip=1
+$PY -c "import stealkit, torch, safetensors, onnxruntime, yaml, pydantic, ray" 2>/dev/null || need_pip=1
 if [ "$need_pip" = 1 ] || [ "$EXTRA" = dev ]; then
-  spec="."
-  [ "$EXTRA" = dev ] && spec=".[dev,data]" || spec=".[data]"
+  [ "$EXTRA" = dev ] && spec=".[dev,data,ray]" || spec=".[data,ray]"
   echo "setup: pip install -e '$spec'" >&2
   $PY -m pip install -q --disable-pip-version-check -e "$spec"
 fi
@@ -32,4 +31,7 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
     echo "setup: Fashion-MNIST is missing and this is not root: run 'sudo apt-get install dataset-fashion-mnist'" >&2
     echo "       or put its IDX files under <data-dir>/fashion-mnist/ and pass --data-dir" >&2
   fi
+fi
+if [ "$EXTRA" = dev ]; then
+  bash scripts/install-chromium.sh
 fi

@@ -61,3 +61,19 @@ def make_oracle(spec8: InputSpec) -> Callable[..., LocalOracle]:
         return LocalOracle(RowBands(), spec8, output=output, ledger=Ledger(budget=budget), **kw)
 
     return make
+
+
+@pytest.fixture
+def temp_attack() -> Any:
+    """``temp_attack(name, factory)`` registers an attack type for one test only."""
+    from stealkit.attacks import register_attack, unregister_attack
+
+    added: list[str] = []
+
+    def register(name: str, factory: Callable[..., Any]) -> None:
+        register_attack(name, factory)
+        added.append(name)
+
+    yield register
+    for name in added:
+        unregister_attack(name)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from stealkit.errors import StealkitError
@@ -17,21 +19,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from stealkit.experiments.config import load_config
     from stealkit.experiments.runner import Experiment, expand_grid
 
-    cfg = load_config(args.config)
-    if args.name:
-        cfg = cfg.model_copy(update={"name": args.name})
-    if args.data_dir:
-        cfg = cfg.model_copy(update={"data_dir": args.data_dir})
-    if args.device:
-        cfg = cfg.model_copy(update={"device": args.device})
+    overrides = {
+        k: v
+        for k, v in (("name", args.name), ("data_dir", args.data_dir), ("device", args.device))
+        if v
+    }
+    cfg = load_config(args.config, overrides=overrides)
     out = Path(args.out) / cfg.name
     runs = expand_grid(cfg)
-    print(f"stealkit run '{cfg.name}': {len(runs)} runs -> {out}/", file=sys.stderr)
     if args.dry_run:
+        print(f"stealkit run '{cfg.name}': {len(runs)} runs -> {out}/ (valid)", file=sys.stderr)
         for r in runs:
             print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}")
         return 0
-    results = Experiment(cfg, out, progress=None if not args.no_progress else False).run()
+    try:
+        results = Experiment(
+            cfg, out, progress=None if not args.no_progress else False, fresh=args.fresh
+        ).run()
+    except KeyboardInterrupt:
+        print(
+            f"stealkit: interrupted; every finished run is kept in {out / 'results.json'} "
+            "(the run in flight is recorded as interrupted, with the queries it bought). Run the "
+            "same command again to resume: finished runs are skipped and buy nothing.",
+            file=sys.stderr,
+        )
+        return 130
     failed = [r for r in results["runs"] if r["status"] != "ok"]
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", file=sys.stderr)
     if failed:
@@ -85,14 +97,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from stealkit.report import write_report
+    from stealkit.report import load_results, write_report
 
     path = Path(args.results)
-    if not path.is_file():
-        raise StealkitError(f"{path} does not exist; give the results.json of a run")
-    out = write_report(
-        json.loads(path.read_text()), Path(args.out) if args.out else path.with_name("report.html")
-    )
+    if path.is_dir() and (path / "results.json").is_file():
+        path = path / "results.json"
+    results = load_results(path)
+    out_path = Path(args.out) if args.out else path.with_name("report.html")
+    try:
+        out = write_report(results, out_path)
+    except OSError as e:
+        raise StealkitError(
+            f"cannot write the report to {out_path} ({e.strerror or e}); give a writable --out"
+        ) from None
     print(out)
     return 0
 
@@ -102,11 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stealkit",
         description="Model-stealing attacks and defences, measured on equal terms.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log stealkit's debug messages",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log stealkit's debug messages")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser(
         "run",
+        parents=[common],
         help="run an experiment grid from a YAML config (or the built-in default)",
         description="Run every (attack, defence, budget, seed) of a config's grid against its victim; "
         "write runs/<name>/results.json and a self-contained runs/<name>/report.html. Without CONFIG, "
@@ -122,7 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="folder holding on-disk data sets (mnist/, cifar-10-batches-py/, ...)"
     )
     r.add_argument("--device", help="'cpu', 'cuda' or 'auto' (default: the config's, usually auto)")
-    r.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config (every check a run makes before buying) and list its runs",
+    )
+    r.add_argument(
+        "--fresh",
+        action="store_true",
+        help="redo every run, even those the output folder already holds (its old "
+        "results.json is kept beside as results.<time>.json); by default a run resumes",
+    )
     r.add_argument(
         "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
     )
@@ -130,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train-victim",
+        parents=[common],
         help="train (or reuse from the cache) a victim on a registered data set",
         description="Train a registered architecture on a registered data set and cache it as "
         "safetensors + metadata; a second call with the same settings reuses the cache.",
@@ -145,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser(
         "list",
+        parents=[common],
         help="list registered victims, attacks, defences, models, data sets",
         description="List everything the config can name.",
     )
@@ -152,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "report",
+        parents=[common],
         help="rebuild report.html from a results.json",
         description="Rebuild the HTML report of a finished (or interrupted) run.",
     )
@@ -163,18 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # -v shows stealkit's own debug lines, not those of matplotlib, PIL or Ray
+    logging.getLogger("stealkit").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a killed run is recorded as interrupted
     try:
         return int(args.func(args))
     except StealkitError as e:
         print(f"stealkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("stealkit: interrupted; results written so far are kept", file=sys.stderr)
+        print("stealkit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -21,3 +21,13 @@ class ConfigError(StealkitError):
 
 class QueryError(StealkitError):
     """A query's inputs do not match what the oracle accepts."""
+
+
+class QueryRefused(StealkitError):
+    """A defence refused to answer a batch (a monitor blocked the client, say); nothing was
+    charged for it, as with any refusal."""
+
+
+class VictimError(StealkitError):
+    """The victim gave an answer that cannot be right (NaN or infinite values); nothing was
+    charged for it."""

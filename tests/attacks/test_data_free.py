@@ -116,12 +116,18 @@ def test_default_generators_are_built_from_the_oracle_spec(make_oracle):
 
 
 @pytest.mark.parametrize("cls", [MEGA, DaST, DFME])
-def test_run_takes_no_data(cls):
+def test_run_takes_no_data(cls, make_oracle):
     params = inspect.signature(cls.run).parameters
-    assert not {"pool", "data", "dataset", "x", "images"} & set(params)
-    for name in ("surrogate", "generator", "budget", "seed", "device"):
+    assert not {"data", "dataset", "x", "images"} & set(params)
+    for name in ("pool", "surrogate", "generator", "budget", "seed", "device", "monitor"):
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["generator"].default is None
+    assert params["generator"].default is None and params["pool"].default is None
+    assert cls.needs_pool is False
+    # the one run signature takes a pool, but a data-free attack refuses one instead of ignoring it
+    oracle = make_oracle("probabilities", budget=100)
+    with pytest.raises(ValueError, match="data-free"):
+        cls().run(oracle, pool=object(), surrogate=_surrogate(), budget=100)
+    assert oracle.ledger.spent == 0
 
 
 # --- MEGA ---------------------------------------------------------------------------------------
@@ -346,11 +352,20 @@ def test_a_convergence_curve_needs_positive_checkpoints():
         ConvergenceCurve(x, None, torch.zeros(4, dtype=torch.long), at=[0, 10])
 
 
-def test_data_free_types_are_registered_as_such():
-    from stealkit.attacks import is_data_free
+def test_attacks_declare_what_they_steal_need_and_accept():
+    from stealkit.attacks import build_attack
+    from stealkit.oracle import OutputKind
 
-    assert all(is_data_free(t) for t in ("mega", "dast", "dfme"))
-    assert not any(is_data_free(t) for t in ("knockoff", "copycat", "contsteal"))
+    assert all(not build_attack(t).needs_pool for t in ("mega", "dast", "dfme"))
+    assert all(build_attack(t).needs_pool for t in ("knockoff", "copycat", "contsteal"))
+    assert {build_attack(t).steals for t in ("encoder", "contsteal", "stolenencoder")} == {
+        "encoder"
+    }
+    assert OutputKind.LABEL in build_attack("mega").accepts
+    for t, params in (("mega", {"variant": "probability"}), ("dast", {"variant": "probability"})):
+        assert OutputKind.LABEL not in build_attack(t, **params).accepts
+    assert OutputKind.LABEL not in build_attack("dfme").accepts
+    assert build_attack("encoder").accepts == {OutputKind.EMBEDDING}
 
 
 def test_mega_replay_keeps_the_most_recent_pairs():

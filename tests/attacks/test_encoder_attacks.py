@@ -23,7 +23,7 @@ from stealkit.attacks.encoder_common import transfer_indices
 from stealkit.attacks.stolenencoder import stolenencoder_loss
 from stealkit.data import load_dataset
 from stealkit.data.pool import QueryPool
-from stealkit.defenses import EmbeddingDefendedOracle, EmbeddingNoise
+from stealkit.defenses import DefendedOracle, EmbeddingNoise
 from stealkit.metrics import embedding_similarity, extract_features, linear_probe, probe_agreement
 from stealkit.models import build_model
 from stealkit.models.encoder import SurrogateEncoder
@@ -79,7 +79,7 @@ def test_attack_beats_chance_and_spends_exactly_the_budget(attack, least_cosine,
     train, test = digits
     oracle = _oracle(victim)
     pool = QueryPool(train, SPEC)
-    result = attack.run(oracle, pool, surrogate=_surrogate(), budget=BUDGET, device="cpu")
+    result = attack.run(oracle, pool=pool, surrogate=_surrogate(), budget=BUDGET, device="cpu")
     assert oracle.ledger.spent == BUDGET == result.queries
     assert oracle.ledger.calls == math.ceil(BUDGET / 100)
     assert oracle.ledger.cost == pytest.approx(BUDGET * 2.0 / 1000)
@@ -117,9 +117,13 @@ def test_a_second_pass_over_a_cached_transfer_set_buys_nothing(victim, digits) -
     torch.testing.assert_close(first, victim(pool.images(idx)).detach())
 
     attack = EncoderStealing(loss="cosine", query_batch=64, recipe=FAST)
-    r1 = attack.run(oracle, pool, surrogate=_surrogate(), budget=150, device="cpu", cache=cache)
+    r1 = attack.run(
+        oracle, pool=pool, surrogate=_surrogate(), budget=150, device="cpu", cache=cache
+    )
     assert r1.queries == 0 and oracle.ledger.spent == 150  # the same 150 images: all cached
-    r2 = attack.run(oracle, pool, surrogate=_surrogate(), budget=200, device="cpu", cache=cache)
+    r2 = attack.run(
+        oracle, pool=pool, surrogate=_surrogate(), budget=200, device="cpu", cache=cache
+    )
     assert r2.queries == 50 and oracle.ledger.spent == 200  # a larger set pays only for new images
     assert cache.count() == 200 and r2.info["cached_before"] == 150
 
@@ -130,8 +134,8 @@ def test_contsteal_buys_a_view_once_and_keeps_it_apart_from_originals(victim, di
     oracle = _oracle(victim, budget=None)
     cache = EmbeddingCache()
     attack = ContSteal(query_batch=64, recipe=TrainRecipe(epochs=1, min_steps=5, batch_size=32))
-    attack.run(oracle, pool, surrogate=_surrogate(), budget=64, device="cpu", cache=cache)
-    attack.run(oracle, pool, surrogate=_surrogate(), budget=64, device="cpu", cache=cache)
+    attack.run(oracle, pool=pool, surrogate=_surrogate(), budget=64, device="cpu", cache=cache)
+    attack.run(oracle, pool=pool, surrogate=_surrogate(), budget=64, device="cpu", cache=cache)
     assert oracle.ledger.spent == 64 and cache.count() == 0  # views only, bought once
     assert len(cache.views()) == 1
     idx = transfer_indices(pool, 64, seed=0)
@@ -142,10 +146,10 @@ def test_contsteal_buys_a_view_once_and_keeps_it_apart_from_originals(victim, di
 
 def test_works_through_an_embedding_defence(victim, digits) -> None:
     train, _ = digits
-    oracle = EmbeddingDefendedOracle(_oracle(victim, budget=100), EmbeddingNoise(sigma=0.1))
+    oracle = DefendedOracle(_oracle(victim, budget=100), EmbeddingNoise(sigma=0.1))
     attack = StolenEncoder(views=2, recipe=TrainRecipe(epochs=1, min_steps=5, batch_size=32))
     result = attack.run(
-        oracle, QueryPool(train, SPEC), surrogate=_surrogate(), budget=100, device="cpu"
+        oracle, pool=QueryPool(train, SPEC), surrogate=_surrogate(), budget=100, device="cpu"
     )
     assert result.queries == oracle.ledger.spent == 100
 
@@ -166,13 +170,15 @@ def test_refusals(victim, digits, make_oracle) -> None:
     pool = QueryPool(train, SPEC)
     attack = EncoderStealing()
     with pytest.raises(ValueError, match="embeddings"):
-        attack.run(make_oracle("probabilities"), pool, surrogate=_surrogate(), budget=10)
+        attack.run(make_oracle("probabilities"), pool=pool, surrogate=_surrogate(), budget=10)
     with pytest.raises(ValueError, match="exceeds"):
-        attack.run(_oracle(victim, budget=None), pool, surrogate=_surrogate(), budget=len(pool) + 1)
+        attack.run(
+            _oracle(victim, budget=None), pool=pool, surrogate=_surrogate(), budget=len(pool) + 1
+        )
     with pytest.raises(ValueError, match="left on the ledger"):
-        attack.run(_oracle(victim, budget=5), pool, surrogate=_surrogate(), budget=10)
+        attack.run(_oracle(victim, budget=5), pool=pool, surrogate=_surrogate(), budget=10)
     with pytest.raises(ValueError, match="at least 2"):
-        ContSteal().run(_oracle(victim), pool, surrogate=_surrogate(), budget=1)
+        ContSteal().run(_oracle(victim), pool=pool, surrogate=_surrogate(), budget=1)
     for bad in [
         lambda: EncoderStealing(loss="l7"),
         lambda: EncoderStealing(loss="mse", temperature=0.1),
@@ -203,7 +209,7 @@ def test_same_seed_same_stolen_encoder(victim, digits) -> None:
     outs = []
     for _ in range(2):
         r = attack.run(
-            _oracle(victim), QueryPool(train, SPEC), surrogate=_surrogate(), budget=64, seed=3
+            _oracle(victim), pool=QueryPool(train, SPEC), surrogate=_surrogate(), budget=64, seed=3
         )
         outs.append(extract_features(r.surrogate, test.images()[:20], device="cpu"))
     assert torch.equal(outs[0], outs[1])

@@ -74,7 +74,12 @@ def test_attack_beats_chance_and_spends_exactly_the_budget(attack, victim, digit
     torch.manual_seed(1)
     surrogate = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
     result = attack.run(
-        oracle, QueryPool(train, SPEC), surrogate=surrogate, budget=budget, seed=0, device="cpu"
+        oracle,
+        pool=QueryPool(train, SPEC),
+        surrogate=surrogate,
+        budget=budget,
+        seed=0,
+        device="cpu",
     )
     assert oracle.ledger.spent == budget == result.queries
     assert oracle.ledger.cost == pytest.approx(budget * 3.0 / 1000)
@@ -93,7 +98,7 @@ def test_knockoff_learns_from_topk_and_labels(victim, digits):
         torch.manual_seed(1)
         s = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
         r = KnockoffNets(strategy="random", online_steps=0, recipe=FAST).run(
-            oracle, QueryPool(train, SPEC), surrogate=s, budget=400, device="cpu"
+            oracle, pool=QueryPool(train, SPEC), surrogate=s, budget=400, device="cpu"
         )
         assert oracle.ledger.spent == 400
         assert _agreement(r.surrogate, victim, test) > 0.5
@@ -104,10 +109,10 @@ def test_budget_larger_than_ledger_or_pool_is_refused_before_any_query(victim, d
     oracle = LocalOracle(victim, SPEC, ledger=Ledger(budget=100))
     s = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
     with pytest.raises(ValueError, match="exceeds the 100 queries left"):
-        KnockoffNets(recipe=FAST).run(oracle, QueryPool(train, SPEC), surrogate=s, budget=200)
+        KnockoffNets(recipe=FAST).run(oracle, pool=QueryPool(train, SPEC), surrogate=s, budget=200)
     small = QueryPool(train.subset(torch.arange(50)), SPEC)
     with pytest.raises(ValueError, match="exceeds the 50 images"):
-        CopyCat(recipe=FAST).run(LocalOracle(victim, SPEC), small, surrogate=s, budget=60)
+        CopyCat(recipe=FAST).run(LocalOracle(victim, SPEC), pool=small, surrogate=s, budget=60)
     assert oracle.ledger.spent == 0
 
 
@@ -162,7 +167,9 @@ def test_adaptive_records_what_its_transfer_set_holds(victim, digits):
     oracle = LocalOracle(victim, SPEC, ledger=Ledger(budget=200))
     s = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
     attack = KnockoffNets(strategy="adaptive", query_batch=50, online_steps=1, recipe=FAST)
-    info = attack.run(oracle, QueryPool(train, SPEC), surrogate=s, budget=200, device="cpu").info
+    info = attack.run(
+        oracle, pool=QueryPool(train, SPEC), surrogate=s, budget=200, device="cpu"
+    ).info
     assert info["transfer_set"] == 200
     assert sum(info["victim_label_share"]) == pytest.approx(1.0)
     assert len(info["pool_label_share"]) == 10 and sum(info["pool_label_share"]) == pytest.approx(

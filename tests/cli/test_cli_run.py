@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stealkit.attacks import Attack
 from stealkit.cli import main
 
 pytest.importorskip("mlxtend")
@@ -32,9 +33,25 @@ CONFIG = {
     },
     "grid": [
         {"attacks": ["kr", "cc"], "defenses": ["none", "top1"], "budgets": [150]},
-        {"attacks": ["kr"], "budgets": [1000]},  # more than the 400-image pool: must fail alone
+        {"attacks": ["boom"], "budgets": [100]},  # fails at run time: must fail alone
     ],
 }
+CONFIG["attacks"]["boom"] = {"type": "test-boom", "params": {}}
+
+
+class Boom(Attack):
+    """An attack that fails before buying anything, as a bug in an attack would."""
+
+    def run(self, oracle, *, pool=None, surrogate, budget, seed=0, device=None, monitor=None):
+        raise RuntimeError("this attack always fails")
+
+    def __repr__(self) -> str:
+        return "Boom()"
+
+
+@pytest.fixture(autouse=True)
+def _boom(temp_attack) -> None:
+    temp_attack("test-boom", Boom)
 
 
 def test_run_writes_results_and_report_and_keeps_going_after_a_failed_run(
@@ -54,7 +71,7 @@ def test_run_writes_results_and_report_and_keeps_going_after_a_failed_run(
         ("kr", "top1", 150),
         ("cc", "none", 150),
         ("cc", "top1", 150),
-        ("kr", "none", 1000),
+        ("boom", "none", 100),
     ]
     for r in runs[:4]:
         assert r["status"] == "ok"
@@ -64,15 +81,16 @@ def test_run_writes_results_and_report_and_keeps_going_after_a_failed_run(
         assert r["config"]["attack"]["type"] in ("knockoff", "copycat")
         assert r["wall_seconds"] > 0
     failed = runs[4]
-    assert failed["status"] == "failed" and "exceeds the 400 images" in failed["error"]
+    assert failed["status"] == "failed" and "always fails" in failed["error"]
     assert failed["ledger"]["spent"] == 0  # refused before any query: no money lost
     assert {d["name"] for d in results["defenses"]} == {"none", "top1"}
     top1 = next(d for d in results["defenses"] if d["name"] == "top1")
     assert top1["top1_kept"] == 1.0
     html = (out / "report.html").read_text()
-    for name in ("kr", "cc", "top1", "exceeds the 400 images"):
+    for name in ("kr", "cc", "top1", "always fails"):
         assert name in html
     assert "1 of 5 runs failed" in capsys.readouterr().err
+    assert results["complete"] is True  # a failed run is finished: the grid is complete
 
 
 def test_bad_config_gets_a_message_not_a_traceback(tmp_path: Path, capsys) -> None:

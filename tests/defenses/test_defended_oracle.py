@@ -9,7 +9,6 @@ from stealkit.defenses import (
     PRESETS,
     Argmax,
     DefendedOracle,
-    EmbeddingDefendedOracle,
     GaussianNoise,
     NoDefense,
     ReverseSigmoid,
@@ -45,7 +44,7 @@ def test_every_preset_has_an_expected_kind() -> None:
 def test_embedding_presets_wrap_an_embedding_oracle(make_oracle, images8, preset) -> None:
     type_, params = PRESETS[preset]
     inner = make_oracle("embedding")
-    oracle = EmbeddingDefendedOracle(inner, build_defense(type_, **params))
+    oracle = DefendedOracle(inner, build_defense(type_, **params))
     r = oracle.query(images8)
     assert r.kind is OutputKind.EMBEDDING and r.values.shape == (6, 4)
     assert inner.ledger.spent == 6 and inner.ledger.calls == 1
@@ -110,10 +109,18 @@ def test_noise_on_logits_needs_a_logit_oracle(make_oracle, images8) -> None:
 
 
 @pytest.mark.parametrize("inner_kind", ["label", "topk"])
-@pytest.mark.parametrize("defense", [NoDefense(), TopK(k=2), Rounding(decimals=2), Argmax()])
+@pytest.mark.parametrize("defense", [TopK(k=2), Rounding(decimals=2), Argmax()])
 def test_refuses_oracles_without_class_scores(make_oracle, inner_kind, defense) -> None:
     with pytest.raises(ValueError, match=inner_kind):
         DefendedOracle(make_oracle(inner_kind), defense)
+
+
+@pytest.mark.parametrize("inner_kind", ["label", "topk", "embedding"])
+def test_no_defence_wraps_any_kind_and_changes_nothing(make_oracle, inner_kind, images8) -> None:
+    inner = make_oracle(inner_kind)
+    oracle = DefendedOracle(inner, NoDefense())
+    assert oracle.output is inner.output
+    assert torch.equal(oracle.query(images8).values, inner.query(images8).values)
 
 
 def test_refused_batch_charges_nothing_and_skips_the_defence(make_oracle, images8) -> None:
@@ -125,7 +132,6 @@ def test_refused_batch_charges_nothing_and_skips_the_defence(make_oracle, images
             return response
 
     oracle = DefendedOracle(make_oracle(budget=8), Counting())
-    calls.clear()  # the constructor probes the defence once
     oracle.query(images8)
     with pytest.raises(BudgetExceeded):
         oracle.query(images8)

@@ -8,7 +8,6 @@ import torch
 
 from stealkit.defenses import (
     DefendedOracle,
-    EmbeddingDefendedOracle,
     EmbeddingNoise,
     EmbeddingRounding,
     EmbeddingTopK,
@@ -69,7 +68,7 @@ def test_noise_is_seeded_scaled_and_zero_at_sigma_zero() -> None:
 )
 def test_wrapper_keeps_interface_and_charges_once(make_oracle, images8, defense) -> None:
     inner = make_oracle("embedding", budget=10)
-    oracle = EmbeddingDefendedOracle(inner, defense)
+    oracle = DefendedOracle(inner, defense)
     assert oracle.output is OutputKind.EMBEDDING
     assert oracle.input_spec == inner.input_spec and oracle.ledger is inner.ledger
     assert oracle.output_dim == 4
@@ -82,7 +81,7 @@ def test_wrapper_keeps_interface_and_charges_once(make_oracle, images8, defense)
 
 
 def test_noise_wrapper_repeats_after_reset(make_oracle, images8) -> None:
-    oracle = EmbeddingDefendedOracle(make_oracle("embedding"), EmbeddingNoise(sigma=1.0, seed=3))
+    oracle = DefendedOracle(make_oracle("embedding"), EmbeddingNoise(sigma=1.0, seed=3))
     first = oracle.query(images8).values
     assert not torch.equal(first, oracle.query(images8).values)
     oracle.defense.reset()
@@ -90,12 +89,10 @@ def test_noise_wrapper_repeats_after_reset(make_oracle, images8) -> None:
 
 
 def test_wrappers_refuse_the_wrong_kind_of_oracle_or_defence(make_oracle) -> None:
-    with pytest.raises(ValueError, match="embeddings"):
-        EmbeddingDefendedOracle(make_oracle("probabilities"), EmbeddingTopK(k=1))
-    with pytest.raises(ValueError, match="class scores"):
-        EmbeddingDefendedOracle(make_oracle("embedding"), TopK(k=1))
-    with pytest.raises(ValueError):
-        DefendedOracle(make_oracle("embedding"), TopK(k=1))  # unchanged: classifiers only
+    with pytest.raises(ValueError, match="answers embedding, not probabilities"):
+        DefendedOracle(make_oracle("probabilities"), EmbeddingTopK(k=1))
+    with pytest.raises(ValueError, match="probabilities or logits, not embedding"):
+        DefendedOracle(make_oracle("embedding"), TopK(k=1))
     with pytest.raises(TypeError, match="embeddings"):
         EmbeddingTopK(k=1).apply(Response(OutputKind.PROBABILITIES, torch.ones(1, 2) / 2, 2))
 

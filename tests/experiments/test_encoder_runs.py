@@ -114,5 +114,5 @@ def test_encoder_config_mistakes_are_named(data: dict, says: str) -> None:
 def test_encoder_attacks_refuse_a_classifier_victim() -> None:
     data = _with(victim={"name": "digit-recognizer", "output": "probabilities"})
     data.pop("probe")
-    with pytest.raises(ConfigError, match="encoder attacks"):
+    with pytest.raises(ConfigError, match="steals encoders, but the victim is a classifier"):
         parse_config(data, "enc.yaml")

@@ -95,7 +95,7 @@ def test_onnx_errors_name_the_problem(onnx_file: tuple[nn.Module, Path], tmp_pat
     junk.write_bytes(b"not an onnx model")
     with pytest.raises(ConfigError, match="onnxruntime cannot load"):
         load_onnx(junk, SPEC)
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(ConfigError, match="kind must be one of"):
         load_onnx(path, SPEC, kind="regressor")
     with pytest.raises(ConfigError, match=r"missing \['height', 'width'\], unknown \['heigth'\]"):
         load_onnx(path, {"channels": 1, "heigth": 8})

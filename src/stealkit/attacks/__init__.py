@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from stealkit.attacks.base import AttackResult, TrainRecipe
+from stealkit.attacks.base import Attack, AttackResult, Monitor, TrainRecipe
 from stealkit.attacks.contsteal import ContSteal
 from stealkit.attacks.copycat import CopyCat
 from stealkit.attacks.dast import DaST
@@ -20,7 +20,7 @@ from stealkit.attacks.knockoff import KnockoffNets
 from stealkit.attacks.mega import MEGA
 from stealkit.attacks.stolenencoder import StolenEncoder
 
-_ATTACKS: dict[str, Callable[..., Any]] = {}
+_ATTACKS: dict[str, Callable[..., Attack]] = {}
 
 # Named presets usable directly in a config's grid: name -> (type, params).
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -43,68 +43,56 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "dfme": ("dfme", {}),
 }
 
-# Attack types that take no pool: ``run(oracle, *, surrogate, budget, seed, device, monitor)``.
-DATA_FREE: set[str] = set()
-# Attack types that steal encoders (the oracle answers embeddings).
-ENCODER: set[str] = set()
 
-
-def is_data_free(type_: str) -> bool:
-    """Whether attacks of this type make their own queries (no pool)."""
-    return type_ in DATA_FREE
-
-
-def steals_encoders(type_: str) -> bool:
-    """Whether attacks of this type steal an encoder (need an embedding oracle)."""
-    return type_ in ENCODER
-
-
-def register_attack(
-    name: str, factory: Callable[..., Any], *, data_free: bool = False, encoder: bool = False
-) -> None:
-    """Register an attack type; ``factory(**params)`` returns an object with ``run``.
-
-    ``data_free`` attacks are run without a pool (``run(oracle, *, surrogate, budget, seed,
-    device, monitor)``); the others get the pool as their second argument. ``encoder`` attacks
-    steal encoders: they need an oracle that answers embeddings.
-    """
+def register_attack(name: str, factory: Callable[..., Attack]) -> None:
+    """Register an attack type: ``factory(**params)`` returns an ``Attack``, whose declarations
+    (``steals``, ``needs_pool``, ``accepts``) tell the runner and the config checks everything
+    else. Duplicates are refused."""
     if name in _ATTACKS:
         raise ValueError(f"attack {name!r} is already registered")
     _ATTACKS[name] = factory
-    if data_free:
-        DATA_FREE.add(name)
-    if encoder:
-        ENCODER.add(name)
+
+
+def unregister_attack(name: str) -> None:
+    """Remove a registered attack type (a plugin's, or a test's)."""
+    _ATTACKS.pop(name, None)
+
+
+def attack_factory(type_: str) -> Callable[..., Attack]:
+    """The registered factory of ``type_`` (ValueError naming the registered ones otherwise)."""
+    if type_ not in _ATTACKS:
+        raise ValueError(f"unknown attack type {type_!r}; registered: {', '.join(attack_names())}")
+    return _ATTACKS[type_]
 
 
 def attack_names() -> list[str]:
     return sorted(_ATTACKS)
 
 
-def build_attack(type_: str, **params: Any) -> Any:
-    if type_ not in _ATTACKS:
-        raise ValueError(f"unknown attack type {type_!r}; registered: {', '.join(attack_names())}")
+def build_attack(type_: str, **params: Any) -> Attack:
+    """``factory(**params)`` of the registered ``type_``; a ``recipe`` dict becomes a
+    ``TrainRecipe``."""
+    factory = attack_factory(type_)
     recipe = params.pop("recipe", None)
     if isinstance(recipe, dict):
         params["recipe"] = TrainRecipe(**recipe)
     elif recipe is not None:
         params["recipe"] = recipe
-    return _ATTACKS[type_](**params)
+    return factory(**params)
 
 
 register_attack("knockoff", KnockoffNets)
 register_attack("copycat", CopyCat)
-register_attack("encoder", EncoderStealing, encoder=True)
-register_attack("contsteal", ContSteal, encoder=True)
-register_attack("stolenencoder", StolenEncoder, encoder=True)
-register_attack("mega", MEGA, data_free=True)
-register_attack("dast", DaST, data_free=True)
-register_attack("dfme", DFME, data_free=True)
+register_attack("encoder", EncoderStealing)
+register_attack("contsteal", ContSteal)
+register_attack("stolenencoder", StolenEncoder)
+register_attack("mega", MEGA)
+register_attack("dast", DaST)
+register_attack("dfme", DFME)
 
 __all__ = [
-    "DATA_FREE",
-    "ENCODER",
     "PRESETS",
+    "Attack",
     "AttackResult",
     "ContSteal",
     "CopyCat",
@@ -115,10 +103,11 @@ __all__ = [
     "KnockoffNets",
     "MEGA",
     "StolenEncoder",
+    "Monitor",
     "TrainRecipe",
+    "attack_factory",
     "attack_names",
     "build_attack",
-    "is_data_free",
     "register_attack",
-    "steals_encoders",
+    "unregister_attack",
 ]

@@ -1,11 +1,21 @@
-"""What every attack shares: the result type and the offline training of a surrogate."""
+"""What every attack shares: its declaration, the result type and the offline training of a
+surrogate.
+
+Every attack is an ``Attack``: it declares what it steals (``steals``: "classifier" or
+"encoder"), whether it needs the thief's own images (``needs_pool``; data-free attacks make
+their own) and which answers it can learn from (``accepts``), and it is run by one signature,
+``run(oracle, *, pool=None, surrogate, budget, seed=0, device=None, monitor=None)``. The
+experiment runner and the config checks read only these declarations, so a new attack of an
+existing family is one file and one ``register_attack`` line.
+"""
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +23,27 @@ from torch import Tensor, nn
 
 from stealkit.data.augment import random_affine
 from stealkit.data.pool import QueryPool
-from stealkit.defenses.functional import normalize_rows
 from stealkit.losses.classification import distillation_loss
 from stealkit.oracle.base import Oracle
+from stealkit.oracle.probs import normalize_rows
 from stealkit.oracle.response import OutputKind, Response
 from stealkit.train.loop import fit
 
 log = logging.getLogger(__name__)
+
+
+CLASS_OUTPUTS = frozenset(
+    {OutputKind.LABEL, OutputKind.TOPK, OutputKind.PROBABILITIES, OutputKind.LOGITS}
+)
+"""Every answer a classifier API can give."""
+SCORE_OUTPUTS = frozenset({OutputKind.TOPK, OutputKind.PROBABILITIES, OutputKind.LOGITS})
+"""Classifier answers that carry scores, not just the label."""
+EMBEDDING_OUTPUTS = frozenset({OutputKind.EMBEDDING})
+
+Monitor = Callable[[nn.Module, int], None]
+"""Called as ``monitor(surrogate, queries_spent)`` (after each round of an attack that works in
+rounds, at least once at the end); it may evaluate the surrogate (restoring its mode) but must not
+change it. See ``stealkit.metrics.ConvergenceCurve``."""
 
 
 @dataclass
@@ -30,6 +54,53 @@ class AttackResult:
     queries: int
     history: list[dict[str, float]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """An extraction attack: typed keyword-only hyperparameters in the constructor (validated with
+    ValueError, no work done), one run per ``run`` call.
+
+    Class attributes declare what the runner and the config checks need to know; ``accepts`` may
+    be overridden by a property when it depends on the hyperparameters (MEGA's variants).
+    """
+
+    steals: ClassVar[str] = "classifier"
+    needs_pool: ClassVar[bool] = True
+    accepts: frozenset[OutputKind] = CLASS_OUTPUTS
+
+    @abstractmethod
+    def run(
+        self,
+        oracle: Oracle,
+        *,
+        pool: QueryPool | None = None,
+        surrogate: nn.Module,
+        budget: int,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
+    ) -> AttackResult:
+        """Steal with at most ``budget`` queries of ``oracle``; ``pool`` is the thief's images
+        (None for data-free attacks), ``surrogate`` the network to train."""
+
+    def check_oracle(self, oracle: Oracle) -> None:
+        """ValueError, before any query is bought, when the oracle's answers do not fit."""
+        if oracle.output not in self.accepts:
+            kinds = ", ".join(sorted(k.value for k in self.accepts))
+            raise ValueError(
+                f"{self!r} learns from {kinds} answers; this oracle answers {oracle.output.value}"
+            )
+
+    def require_pool(self, pool: QueryPool | None) -> QueryPool:
+        """The pool a pool-based attack queries; ValueError when none was given."""
+        if pool is None:
+            raise ValueError(f"{self!r} queries the thief's own images: pass pool=QueryPool(...)")
+        return pool
+
+    def refuse_pool(self, pool: QueryPool | None) -> None:
+        """ValueError when a data-free attack is given a pool it would silently ignore."""
+        if pool is not None:
+            raise ValueError(f"{self!r} is data-free and makes its own queries: pass no pool")
 
 
 def spend_limit(oracle: Oracle, budget: int) -> int:

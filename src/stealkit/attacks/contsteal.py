@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, TrainRecipe
+from stealkit.attacks.base import EMBEDDING_OUTPUTS, Attack, AttackResult, Monitor, TrainRecipe
 from stealkit.attacks.encoder_common import ENCODER_RECIPE, EmbeddingCache, steal_encoder
 from stealkit.data.augment import simclr_view
 from stealkit.data.pool import QueryPool
@@ -27,7 +27,7 @@ from stealkit.losses.stealing import contsteal_loss
 from stealkit.oracle.base import Oracle
 
 
-class ContSteal:
+class ContSteal(Attack):
     """Args:
     temperature: tau of the contrastive loss (the authors' code uses 0.5).
     self_negatives: keep the D_self negatives (False gives plain InfoNCE against the victim).
@@ -37,6 +37,9 @@ class ContSteal:
     query_batch: images sent per oracle call.
     recipe: training of the surrogate (``recipe.augment`` is unused: the views are the attack's).
     """
+
+    steals = "encoder"
+    accepts = EMBEDDING_OUTPUTS
 
     def __init__(
         self,
@@ -79,12 +82,13 @@ class ContSteal:
     def run(
         self,
         oracle: Oracle,
-        pool: QueryPool,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
         cache: EmbeddingCache | None = None,
     ) -> AttackResult:
         """Buy the victim's embedding of one view of ``budget`` images, then train the surrogate
@@ -97,6 +101,7 @@ class ContSteal:
             oracle,
             pool,
             surrogate=surrogate,
+            monitor=monitor,
             budget=budget,
             seed=seed,
             device=device,

@@ -14,13 +14,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stealkit.attacks.base import AttackResult, TrainRecipe, pool_spend_limit, train_surrogate
+from stealkit.attacks.base import (
+    Attack,
+    AttackResult,
+    Monitor,
+    TrainRecipe,
+    pool_spend_limit,
+    train_surrogate,
+)
 from stealkit.data.pool import QueryPool
 from stealkit.oracle.base import Oracle
 from stealkit.train.loop import default_device
 
 
-class CopyCat:
+class CopyCat(Attack):
     """Args:
     query_batch: inputs sent per oracle call.
     recipe: training of the copycat on the labelled transfer set.
@@ -38,13 +45,16 @@ class CopyCat:
     def run(
         self,
         oracle: Oracle,
-        pool: QueryPool,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
     ) -> AttackResult:
+        pool = self.require_pool(pool)
+        self.check_oracle(oracle)
         budget = pool_spend_limit(oracle, pool, budget)
         gen = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(pool), generator=gen)[:budget]
@@ -59,6 +69,8 @@ class CopyCat:
         losses = train_surrogate(
             surrogate, torch.cat(xs), y, self.recipe, hard=True, seed=seed, device=dev
         )
+        if monitor is not None:
+            monitor(surrogate, oracle.ledger.spent - start)
         return AttackResult(
             surrogate=surrogate.eval(),
             queries=oracle.ledger.spent - start,

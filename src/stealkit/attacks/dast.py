@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, spend_limit, training_targets
+from stealkit.attacks.base import (
+    CLASS_OUTPUTS,
+    SCORE_OUTPUTS,
+    Attack,
+    AttackResult,
+    spend_limit,
+    training_targets,
+)
 from stealkit.attacks.data_free import (
     Monitor,
     classifier_classes,
@@ -37,6 +44,7 @@ from stealkit.attacks.data_free import (
     next_seed,
     resolve_device,
 )
+from stealkit.data.pool import QueryPool
 from stealkit.models.generators import Generator
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
@@ -77,7 +85,7 @@ def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> Ten
 
 
 # --- the attack ---------------------------------------------------------------------------------
-class DaST:
+class DaST(Attack):
     """DaST-L / DaST-P with a multi-branch label-controllable generator.
 
     Args:
@@ -94,6 +102,13 @@ class DaST:
     Example:
         >>> result = DaST(variant="label").run(oracle, surrogate=s, budget=50000)
     """
+
+    needs_pool = False
+
+    @property
+    def accepts(self) -> frozenset[OutputKind]:  # type: ignore[override]
+        """The label variant learns from any classifier answer, the probability one from scores."""
+        return CLASS_OUTPUTS if self.variant == "label" else SCORE_OUTPUTS
 
     def __init__(
         self,
@@ -179,6 +194,7 @@ class DaST:
         self,
         oracle: Oracle,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         generator: nn.Module | None = None,
         budget: int,
@@ -191,10 +207,12 @@ class DaST:
         ``generator(z, labels)`` maps (N, nz) noise and (N,) classes to images in the oracle's
         spec; a fresh multi-branch one (seeded by ``seed``) when ``None``.
         """
+        self.refuse_pool(pool)
         budget = spend_limit(oracle, budget)
         num_classes = classifier_classes(oracle)
         if self.variant == "probability" and oracle.output is OutputKind.LABEL:
             raise ValueError("DaST-P needs scores; this oracle gives labels only (use DaST-L)")
+        self.check_oracle(oracle)
         dev = resolve_device(device)
         gen = torch.Generator().manual_seed(seed)
         if generator is None:

@@ -8,20 +8,19 @@ draw reproducible seeds from one ``torch.Generator``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from stealkit.attacks.base import Monitor
 from stealkit.models.generators import Generator, build_generator
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
 from stealkit.train.loop import default_device
 
-Monitor = Callable[[nn.Module, int], None]
-"""Called as ``monitor(surrogate, queries_spent)`` after each round; it may evaluate the surrogate
-(restoring its mode) but must not change it. See ``stealkit.metrics.ConvergenceCurve``."""
+__all__ = ["Monitor", "classifier_classes", "default_generator", "frozen", "next_seed"]
 
 
 def classifier_classes(oracle: Oracle) -> int:

@@ -32,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, spend_limit, training_targets
+from stealkit.attacks.base import (
+    SCORE_OUTPUTS,
+    Attack,
+    AttackResult,
+    spend_limit,
+    training_targets,
+)
 from stealkit.attacks.data_free import (
     Monitor,
     classifier_classes,
@@ -40,6 +46,7 @@ from stealkit.attacks.data_free import (
     next_seed,
     resolve_device,
 )
+from stealkit.data.pool import QueryPool
 from stealkit.models.generators import Generator
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
@@ -95,7 +102,7 @@ def round_plan(budget: int, query_batch: int, per_image: int) -> tuple[list[int]
 
 
 # --- the attack ---------------------------------------------------------------------------------
-class DFME:
+class DFME(Attack):
     """Data-free model extraction with zeroth-order gradient estimates for the generator.
 
     Args:
@@ -116,6 +123,9 @@ class DFME:
     Example:
         >>> result = DFME().run(oracle, surrogate=build_model("resnet8", ...), budget=2_000_000)
     """
+
+    needs_pool = False
+    accepts = SCORE_OUTPUTS
 
     def __init__(
         self,
@@ -238,6 +248,7 @@ class DFME:
         self,
         oracle: Oracle,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         generator: nn.Module | None = None,
         budget: int,
@@ -250,6 +261,7 @@ class DFME:
         ``generator`` must be an unconditional ``stealkit.models.generators.Generator`` (DFME
         perturbs its pre-activation output); a fresh one seeded by ``seed`` when ``None``.
         """
+        self.refuse_pool(pool)
         budget = spend_limit(oracle, budget)
         classifier_classes(oracle)
         if oracle.output is OutputKind.LABEL:
@@ -258,6 +270,7 @@ class DFME:
                 "its mean); this oracle answers labels only. Use a label-only attack (MEGA, "
                 "DaST-L) instead."
             )
+        self.check_oracle(oracle)
         dev = resolve_device(device)
         gen = torch.Generator().manual_seed(seed)
         if generator is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stealkit.attacks.base import AttackResult, TrainRecipe
+from stealkit.attacks.base import EMBEDDING_OUTPUTS, Attack, AttackResult, Monitor, TrainRecipe
 from stealkit.attacks.encoder_common import ENCODER_RECIPE, EmbeddingCache, steal_encoder
 from stealkit.data.augment import random_affine
 from stealkit.data.pool import QueryPool
@@ -26,7 +26,7 @@ from stealkit.losses.stealing import CONTRASTIVE, get_stealing_loss
 from stealkit.oracle.base import Oracle
 
 
-class EncoderStealing:
+class EncoderStealing(Attack):
     """Steal an encoder by regressing its embeddings of a random transfer set.
 
     Args:
@@ -40,9 +40,12 @@ class EncoderStealing:
 
     Example:
         >>> attack = EncoderStealing(loss="cosine")
-        >>> result = attack.run(oracle, pool, surrogate=build_model("resnet8", ...), budget=5000)
+        >>> result = attack.run(oracle, pool=pool, surrogate=build_model("resnet8", ...), budget=5000)
         >>> result.surrogate(x)  # (N, victim embedding size)
     """
+
+    steals = "encoder"
+    accepts = EMBEDDING_OUTPUTS
 
     def __init__(
         self,
@@ -69,12 +72,13 @@ class EncoderStealing:
     def run(
         self,
         oracle: Oracle,
-        pool: QueryPool,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
         cache: EmbeddingCache | None = None,
     ) -> AttackResult:
         """Buy ``budget`` embeddings (none for images already in ``cache``) and fit the surrogate."""
@@ -90,6 +94,7 @@ class EncoderStealing:
             oracle,
             pool,
             surrogate=surrogate,
+            monitor=monitor,
             budget=budget,
             seed=seed,
             device=device,

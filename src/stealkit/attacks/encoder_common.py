@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, TrainRecipe, pool_spend_limit
+from stealkit.attacks.base import Attack, AttackResult, Monitor, TrainRecipe, pool_spend_limit
 from stealkit.data.dataset import to_spec
 from stealkit.data.pool import QueryPool
 from stealkit.losses.stealing import StealingLoss
@@ -141,11 +141,12 @@ def surrogate_encoder(surrogate: nn.Module, spec: InputSpec, victim_dim: int) ->
 
 
 def steal_encoder(
-    attack: object,
+    attack: Attack,
     oracle: Oracle,
-    pool: QueryPool,
+    pool: QueryPool | None,
     *,
     surrogate: nn.Module,
+    monitor: Monitor | None = None,
     budget: int,
     seed: int,
     device: torch.device | str | None,
@@ -161,8 +162,9 @@ def steal_encoder(
     embedding of each (of ``victim_view`` of it, if given) through ``cache``, then fit the
     surrogate encoder on (images, embeddings) with ``loss_fn`` and ``train_augment`` (applied in
     [0, 1] to each batch, after conversion to the spec)."""
-    budget = pool_spend_limit(oracle, pool, budget)
+    pool = attack.require_pool(pool)
     victim_dim = require_embeddings(oracle, attack)
+    budget = pool_spend_limit(oracle, pool, budget)
     cache = cache if cache is not None else EmbeddingCache()
     dev = torch.device(device) if device is not None else default_device()
     idx = transfer_indices(pool, budget, seed)
@@ -196,6 +198,8 @@ def steal_encoder(
         seed=seed,
         device=dev,
     )
+    if monitor is not None:
+        monitor(encoder, oracle.ledger.spent - start)
     return AttackResult(
         surrogate=encoder.eval(),
         queries=bought,

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stealkit.attacks.base import (
+    Attack,
     AttackResult,
+    Monitor,
     TrainRecipe,
     is_label_only,
     pool_spend_limit,
@@ -153,7 +155,7 @@ class _Policy:
 
 
 # --- the attack ---------------------------------------------------------------------------------
-class KnockoffNets:
+class KnockoffNets(Attack):
     """Knockoff Nets with a random or adaptive (gradient-bandit) transfer set.
 
     Args:
@@ -169,7 +171,7 @@ class KnockoffNets:
 
     Example:
         >>> attack = KnockoffNets(strategy="adaptive", reward="all")
-        >>> result = attack.run(oracle, pool, surrogate=build_model("lenet5", ...), budget=5000)
+        >>> result = attack.run(oracle, pool=pool, surrogate=build_model("lenet5", ...), budget=5000)
     """
 
     def __init__(
@@ -217,13 +219,16 @@ class KnockoffNets:
     def run(
         self,
         oracle: Oracle,
-        pool: QueryPool,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
     ) -> AttackResult:
+        pool = self.require_pool(pool)
+        self.check_oracle(oracle)
         budget = pool_spend_limit(oracle, pool, budget)
         dev = torch.device(device) if device is not None else default_device()
         gen = torch.Generator().manual_seed(seed)
@@ -235,6 +240,8 @@ class KnockoffNets:
             xs, ys, history, idx = self._adaptive(oracle, pool, budget, gen, surrogate, dev, hard)
         x, y = torch.cat(xs), torch.cat(ys)
         losses = train_surrogate(surrogate, x, y, self.recipe, hard=hard, seed=seed, device=dev)
+        if monitor is not None:
+            monitor(surrogate, oracle.ledger.spent - start)
         return AttackResult(
             surrogate=surrogate.eval(),
             queries=oracle.ledger.spent - start,

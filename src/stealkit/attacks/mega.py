@@ -45,7 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, spend_limit, training_targets
+from stealkit.attacks.base import (
+    CLASS_OUTPUTS,
+    SCORE_OUTPUTS,
+    Attack,
+    AttackResult,
+    spend_limit,
+    training_targets,
+)
 from stealkit.attacks.data_free import (
     Monitor,
     classifier_classes,
@@ -54,6 +61,7 @@ from stealkit.attacks.data_free import (
     next_seed,
     resolve_device,
 )
+from stealkit.data.pool import QueryPool
 from stealkit.losses.classification import soft_cross_entropy
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
@@ -91,7 +99,7 @@ def substitute_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 # --- the attack ---------------------------------------------------------------------------------
-class MEGA:
+class MEGA(Attack):
     """MEGA: cooperative generator and substitute, trained by coordinate descent.
 
     Args:
@@ -122,6 +130,13 @@ class MEGA:
     Example:
         >>> result = MEGA().run(oracle, surrogate=build_model("lenet5", ...), budget=20000)
     """
+
+    needs_pool = False
+
+    @property
+    def accepts(self) -> frozenset[OutputKind]:  # type: ignore[override]
+        """The label variant learns from any classifier answer, the probability one from scores."""
+        return CLASS_OUTPUTS if self.variant == "label" else SCORE_OUTPUTS
 
     def __init__(
         self,
@@ -247,6 +262,7 @@ class MEGA:
         self,
         oracle: Oracle,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         generator: nn.Module | None = None,
         budget: int,
@@ -259,10 +275,12 @@ class MEGA:
         ``generator`` maps (N, nz) noise to images in the oracle's spec; a fresh DCGAN-style one
         (``build_generator("dcgan", ...)``, seeded by ``seed``) when ``None``.
         """
+        self.refuse_pool(pool)
         budget = spend_limit(oracle, budget)
         if self.variant == "probability" and oracle.output is OutputKind.LABEL:
             raise ValueError("MEGA's probability variant needs scores; this oracle gives labels")
         num_classes = classifier_classes(oracle)
+        self.check_oracle(oracle)
         dev = resolve_device(device)
         gen = torch.Generator().manual_seed(seed)
         if generator is None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stealkit.attacks.base import AttackResult, TrainRecipe
+from stealkit.attacks.base import EMBEDDING_OUTPUTS, Attack, AttackResult, Monitor, TrainRecipe
 from stealkit.attacks.encoder_common import ENCODER_RECIPE, EmbeddingCache, steal_encoder
 from stealkit.data.augment import stolenencoder_view
 from stealkit.data.pool import QueryPool
@@ -51,7 +51,7 @@ def stolenencoder_loss(
     return d(s) + lam * torch.stack([d(v) for v in s_views]).mean()
 
 
-class StolenEncoder:
+class StolenEncoder(Attack):
     """Args:
     lam: weight lambda of the augmented views' term (0: only the originals).
     views: k, augmented views per image and step.
@@ -59,6 +59,9 @@ class StolenEncoder:
     query_batch: images sent per oracle call.
     recipe: training of the surrogate (``recipe.augment`` is unused: the views are the attack's).
     """
+
+    steals = "encoder"
+    accepts = EMBEDDING_OUTPUTS
 
     def __init__(
         self,
@@ -96,12 +99,13 @@ class StolenEncoder:
     def run(
         self,
         oracle: Oracle,
-        pool: QueryPool,
         *,
+        pool: QueryPool | None = None,
         surrogate: nn.Module,
         budget: int,
         seed: int = 0,
         device: torch.device | str | None = None,
+        monitor: Monitor | None = None,
         cache: EmbeddingCache | None = None,
     ) -> AttackResult:
         """Buy the victim's embedding of ``budget`` original images (none already in ``cache``),
@@ -111,6 +115,7 @@ class StolenEncoder:
             oracle,
             pool,
             surrogate=surrogate,
+            monitor=monitor,
             budget=budget,
             seed=seed,
             device=device,

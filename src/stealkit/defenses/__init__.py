@@ -1,7 +1,7 @@
 """Defences as oracle wrappers, built by type name.
 
 oracle = DefendedOracle(victim_oracle, build_defense("topk", k=1))
-oracle = EmbeddingDefendedOracle(encoder_oracle, build_defense("embedding_noise", sigma=0.1))
+oracle = DefendedOracle(encoder_oracle, build_defense("embedding_noise", sigma=0.1))
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from stealkit.defenses.embedding import (
-    EmbeddingDefendedOracle,
     EmbeddingNoise,
     EmbeddingRounding,
     EmbeddingTopK,
@@ -55,12 +54,17 @@ def defense_names() -> list[str]:
     return sorted(_DEFENSES)
 
 
-def build_defense(type_: str, **params: Any) -> Defense:
+def defense_factory(type_: str) -> Callable[..., Defense]:
+    """The registered factory of ``type_`` (ValueError naming the registered ones otherwise)."""
     if type_ not in _DEFENSES:
         raise ValueError(
             f"unknown defence type {type_!r}; registered: {', '.join(defense_names())}"
         )
-    return _DEFENSES[type_](**params)
+    return _DEFENSES[type_]
+
+
+def build_defense(type_: str, **params: Any) -> Defense:
+    return defense_factory(type_)(**params)
 
 
 register_defense("none", NoDefense)
@@ -78,7 +82,6 @@ __all__ = [
     "Argmax",
     "DefendedOracle",
     "Defense",
-    "EmbeddingDefendedOracle",
     "EmbeddingNoise",
     "EmbeddingRounding",
     "EmbeddingTopK",
@@ -88,6 +91,7 @@ __all__ = [
     "Rounding",
     "TopK",
     "build_defense",
+    "defense_factory",
     "defense_names",
     "register_defense",
 ]

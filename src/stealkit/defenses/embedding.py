@@ -1,8 +1,8 @@
 """Defences for APIs that answer embeddings, as oracle wrappers.
 
 The maths are pure functions of the victim's (N, D) embeddings; the ``Defense`` subclasses hold
-only their hyperparameters (and a seeded generator for noise). ``EmbeddingDefendedOracle`` keeps the
-oracle interface and the wrapped oracle's ledger, as ``DefendedOracle`` does for classifiers.
+only their hyperparameters (and a seeded generator for noise); ``DefendedOracle`` wraps an
+embedding oracle with them as it wraps a classifier's with the others.
 Dziedzic et al. (ICML 2022, https://arxiv.org/abs/2205.07890) evaluate such output perturbations
 against encoder stealing and find that they cost legitimate users as much as attackers.
 """
@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stealkit.defenses.perturbation import Defense, NoDefense
-from stealkit.oracle.base import Oracle
+from stealkit.defenses.perturbation import Defense
 from stealkit.oracle.response import OutputKind, Response
 
 
@@ -57,6 +56,7 @@ class EmbeddingNoise(Defense):
     """Gaussian noise on each embedding entry (see ``embedding_noise``)."""
 
     needs = OutputKind.EMBEDDING
+    gives = OutputKind.EMBEDDING
 
     def __init__(self, *, sigma: float = 0.1, relative: bool = False, seed: int = 0) -> None:
         if sigma < 0:
@@ -80,6 +80,7 @@ class EmbeddingTopK(Defense):
     """Reveal only the k largest entries of each embedding (see ``embedding_topk``)."""
 
     needs = OutputKind.EMBEDDING
+    gives = OutputKind.EMBEDDING
 
     def __init__(self, *, k: int = 64, magnitude: bool = False) -> None:
         if k < 1:
@@ -98,6 +99,7 @@ class EmbeddingRounding(Defense):
     """Round each embedding entry (see ``embedding_round``)."""
 
     needs = OutputKind.EMBEDDING
+    gives = OutputKind.EMBEDDING
 
     def __init__(self, *, decimals: int = 1) -> None:
         if isinstance(decimals, bool) or not isinstance(decimals, int):
@@ -110,35 +112,3 @@ class EmbeddingRounding(Defense):
 
     def __repr__(self) -> str:
         return f"EmbeddingRounding(decimals={self.decimals})"
-
-
-class EmbeddingDefendedOracle(Oracle):
-    """An embedding oracle whose answers pass through ``defense`` (an embedding defence, or
-    ``NoDefense``); queries are charged to the inner ledger, once, before the defence sees them."""
-
-    def __init__(self, inner: Oracle, defense: Defense) -> None:
-        if inner.output is not OutputKind.EMBEDDING:
-            raise ValueError(
-                f"{defense!r} must wrap an oracle that answers embeddings, not "
-                f"{inner.output.value}; use DefendedOracle for classifiers"
-            )
-        if defense.needs is not OutputKind.EMBEDDING and not isinstance(defense, NoDefense):
-            raise ValueError(f"{defense!r} perturbs class scores; it cannot defend an encoder")
-        self.inner, self.defense = inner, defense
-        self.input_spec = inner.input_spec
-        self.ledger = inner.ledger
-        self.output = OutputKind.EMBEDDING
-        defense.reset()
-
-    @property
-    def output_dim(self) -> int:
-        return self.inner.output_dim
-
-    def query(self, x: Tensor) -> Response:
-        return self.defense.apply(self.inner.query(x))
-
-    def _answer(self, x: Tensor) -> Response:  # pragma: no cover - query is overridden
-        raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"EmbeddingDefendedOracle({self.inner!r}, {self.defense!r})"

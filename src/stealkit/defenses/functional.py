@@ -8,24 +8,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stealkit.oracle.probs import argmax_labels, normalize_rows, topk
 
-def normalize_rows(p: Tensor) -> Tensor:
-    """Scale each non-negative row to sum 1; a row with no mass at all becomes uniform (not NaN)."""
-    total = p.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(p, 1.0 / p.shape[1])
-    return torch.where(total > 0, p / total.clamp_min(1e-12), uniform)
-
-
-def topk(probs: Tensor, k: int, *, renormalize: bool = False) -> Tensor:
-    """Keep the k largest probabilities per row and zero the rest (Tramer et al. 2016)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    k = min(k, probs.shape[1])
-    vals, idx = probs.topk(k, dim=1)
-    out = torch.zeros_like(probs).scatter_(1, idx, vals)
-    if renormalize:
-        out = out / out.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return out
+__all__ = [
+    "argmax_labels",
+    "gaussian_noise_logits",
+    "gaussian_noise_probs",
+    "normalize_rows",
+    "reverse_sigmoid",
+    "round_probs",
+    "topk",
+]
 
 
 def round_probs(probs: Tensor, decimals: int) -> Tensor:
@@ -33,11 +26,6 @@ def round_probs(probs: Tensor, decimals: int) -> Tensor:
     if decimals < 0:
         raise ValueError(f"decimals must be >= 0, got {decimals}")
     return torch.round(probs, decimals=decimals)
-
-
-def argmax_labels(probs: Tensor) -> Tensor:
-    """Reveal only the top-1 class (N,) long."""
-    return probs.argmax(dim=1)
 
 
 def gaussian_noise_probs(

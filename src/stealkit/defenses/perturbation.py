@@ -1,8 +1,12 @@
-"""Defences that perturb each answer, as oracle wrappers.
+"""Defences as oracle wrappers: one ``DefendedOracle`` for every output kind.
 
-A defence sees only the victim's output for the batch it answers; its maths lives in
-``stealkit.defenses.functional``. ``DefendedOracle`` keeps the oracle interface and the
-wrapped oracle's ledger, so attacks cannot tell a defended API from an undefended one.
+A defence receives each answered batch together with the queried inputs and the client that asked
+(``Defense.answer(x, response, client)``), so a query monitor that keeps state per client fits the
+same interface as a stateless perturbation. A defence may refuse a batch by raising
+``stealkit.errors.QueryRefused``: the ledger then charges nothing, as for any refusal. Stateless
+defences implement only ``apply(response)``, whose maths lives in ``stealkit.defenses.functional``
+(classifiers) and ``stealkit.defenses.embedding`` (encoders). ``DefendedOracle`` keeps the oracle
+interface and the wrapped oracle's ledger, so attacks cannot tell a defended API from another.
 """
 
 from __future__ import annotations
@@ -13,25 +17,51 @@ import torch
 from torch import Tensor
 
 from stealkit.defenses import functional as F
-from stealkit.oracle.base import Oracle
+from stealkit.oracle.base import Oracle, check_answer
 from stealkit.oracle.response import OutputKind, Response
 
-_CLASS_KINDS = (OutputKind.PROBABILITIES, OutputKind.LOGITS)
+_CLASS_KINDS = frozenset({OutputKind.PROBABILITIES, OutputKind.LOGITS})
 
 
 class Defense(ABC):
-    """Maps one response to another. ``needs`` is the output kind it must receive."""
+    """Maps the victim's answer to a batch to the answer the client gets.
 
-    needs: OutputKind = OutputKind.PROBABILITIES
+    ``needs`` is the output kind it must receive (``PROBABILITIES`` also takes logits, which it
+    reads as their softmax; ``None``: any kind); ``gives`` is the kind it answers (``None``: the
+    kind it received).
+    """
+
+    needs: OutputKind | None = OutputKind.PROBABILITIES
+    gives: OutputKind | None = OutputKind.PROBABILITIES
+
+    def answer(self, x: Tensor, response: Response, client: str) -> Response:
+        """The answer ``client`` gets for queries ``x``; stateless defences ignore both."""
+        return self.apply(response)
 
     @abstractmethod
-    def apply(self, response: Response) -> Response: ...
+    def apply(self, response: Response) -> Response:
+        """The pure perturbation of one answer."""
+
+    def accepts(self, kind: OutputKind) -> bool:
+        """Whether this defence can wrap an oracle that answers ``kind``."""
+        if self.needs is None:
+            return True
+        if self.needs is OutputKind.PROBABILITIES:
+            return kind in _CLASS_KINDS
+        return kind is self.needs
+
+    def output_kind(self, inner: OutputKind) -> OutputKind:
+        """What a client of an oracle answering ``inner`` gets through this defence."""
+        return inner if self.gives is None else self.gives
 
     def reset(self) -> None:  # noqa: B027 - a hook: most defences keep no state
-        """Restore any random state, so a run can be repeated exactly."""
+        """Restore any random state and forget any per-client state, so a run repeats exactly."""
 
 
 class NoDefense(Defense):
+    needs = None
+    gives = None
+
     def apply(self, response: Response) -> Response:
         return response
 
@@ -40,6 +70,8 @@ class NoDefense(Defense):
 
 
 class TopK(Defense):
+    gives = OutputKind.TOPK
+
     def __init__(self, *, k: int = 1, renormalize: bool = False) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -68,6 +100,8 @@ class Rounding(Defense):
 
 
 class Argmax(Defense):
+    gives = OutputKind.LABEL
+
     def apply(self, response: Response) -> Response:
         return Response(OutputKind.LABEL, F.argmax_labels(response.probs()), response.num_classes)
 
@@ -118,37 +152,36 @@ class ReverseSigmoid(Defense):
 
 
 class DefendedOracle(Oracle):
-    """An oracle whose answers pass through ``defense``; queries are charged to the inner ledger."""
+    """An oracle whose answers pass through ``defense``; queries are charged to the inner
+    oracle's ledger, once, and only when the defence answered (a refusal charges nothing)."""
 
     def __init__(self, inner: Oracle, defense: Defense) -> None:
-        if inner.output not in _CLASS_KINDS:
-            raise ValueError(
-                f"{defense!r} must wrap an oracle that answers probabilities or logits, "
-                f"not {inner.output.value}"
+        if not defense.accepts(inner.output):
+            want = (
+                "probabilities or logits"
+                if defense.needs is OutputKind.PROBABILITIES
+                else defense.needs.value
+                if defense.needs is not None
+                else "any kind"
             )
-        if defense.needs is OutputKind.LOGITS and inner.output is not OutputKind.LOGITS:
-            raise ValueError(f"{defense!r} needs an oracle that answers logits")
-        if defense.needs is OutputKind.EMBEDDING:
             raise ValueError(
-                f"{defense!r} perturbs embeddings; it cannot defend a classifier "
-                "(use EmbeddingDefendedOracle around an encoder's oracle)"
+                f"{defense!r} must wrap an oracle that answers {want}, not {inner.output.value}"
             )
         self.inner, self.defense = inner, defense
         self.input_spec = inner.input_spec
         self.ledger = inner.ledger
-        probe = defense.apply(Response(inner.output, torch.full((1, 2), 0.5), 2))
-        self.output = probe.kind
+        self.client = inner.client
+        self.output = defense.output_kind(inner.output)
         defense.reset()
 
     @property
     def output_dim(self) -> int:
         return self.inner.output_dim
 
-    def query(self, x: Tensor) -> Response:
-        return self.defense.apply(self.inner.query(x))
-
-    def _answer(self, x: Tensor) -> Response:  # pragma: no cover - query is overridden
-        raise NotImplementedError
+    def _answer(self, x: Tensor) -> Response:
+        raw = self.inner._answer(x)
+        check_answer(raw, int(x.shape[0]), self.inner)
+        return self.defense.answer(x, raw, self.client)
 
     def __repr__(self) -> str:
         return f"DefendedOracle({self.inner!r}, {self.defense!r})"

@@ -96,6 +96,25 @@ class TransferConfig(_Strict):
     baseline: BaselineConfig | None = Field(default_factory=BaselineConfig)
 
 
+class RayExecutorConfig(_Strict):
+    """Each run as a Ray task; a local Ray instance when ``address`` is None."""
+
+    kind: Literal["ray"]
+    address: str | None = None
+    cpus_per_run: float = Field(default=1, gt=0)
+    gpus_per_run: float = Field(default=0, ge=0)
+
+
+class LocalExecutorConfig(_Strict):
+    """The runs one after another in this process (the default)."""
+
+    kind: Literal["local"] = "local"
+
+
+def _executor(v: Any) -> Any:
+    return {"kind": v} if isinstance(v, str) else v
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     victim: VictimConfig = Field(default_factory=VictimConfig)
@@ -111,6 +130,14 @@ class ExperimentConfig(_Strict):
     attacks: dict[str, NamedThing] = Field(default_factory=dict)
     defenses: dict[str, NamedThing] = Field(default_factory=dict)
     grid: list[GridConfig] = Field(min_length=1)
+    executor: LocalExecutorConfig | RayExecutorConfig = Field(
+        default_factory=LocalExecutorConfig, discriminator="kind"
+    )
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, v: Any) -> Any:
+        return _executor(v)
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ExperimentConfig:
@@ -134,7 +161,6 @@ class ExperimentConfig(_Strict):
                 raise ValueError(
                     f"defenses.{key}.type {thing.type!r} is not one of {defense_names()}"
                 )
-        self._encoder_checks()
         known_a = sorted(set(ATTACK_PRESETS) | set(self.attacks))
         known_d = sorted(set(DEFENSE_PRESETS) | set(self.defenses))
         for i, g in enumerate(self.grid):
@@ -148,38 +174,15 @@ class ExperimentConfig(_Strict):
                     raise ValueError(
                         f"grid.{i}.defenses: {d!r} is neither a preset nor defined under 'defenses:' ({known_d})"
                     )
-            if self.victim.output not in (
-                "probabilities",
-                "logits",
-                "embedding",
-            ) and g.defenses != ["none"]:
+        for key, part in self.data_parts():
+            if part.dataset not in dataset_names():
                 raise ValueError(
-                    f"grid.{i}: defences perturb probabilities, but victim.output is {self.victim.output!r}; "
-                    "set victim.output to 'probabilities' (or 'logits') or use defenses: [none]"
+                    f"{key}.dataset {part.dataset!r} is not registered; known: {dataset_names()}"
                 )
-        from stealkit.attacks import is_data_free
-
-        pool_users = sorted(
-            {a for g in self.grid for a in g.attacks if not is_data_free(self.attack_spec(a)[0])}
-        )
-        if self.pool is None and pool_users:
-            raise ValueError(
-                f"attacks {pool_users} query the thief's own images: add a 'pool:' section "
-                "(e.g. pool: {dataset: fashion-mnist}), or use only data-free attacks (mega, dast, dfme)"
-            )
-        parts = [self.eval] + ([self.pool] if self.pool is not None else [])
-        if self.probe is not None:
-            parts.append(self.probe)  # type: ignore[arg-type]
         if self.transfer is not None and self.transfer.baseline is not None:
-            parts.append(self.transfer.baseline)  # type: ignore[arg-type]
             if self.transfer.baseline.arch not in model_names():
                 raise ValueError(
                     f"transfer.baseline.arch {self.transfer.baseline.arch!r} is not one of {model_names()}"
-                )
-        for part in parts:
-            if part.dataset not in dataset_names():
-                raise ValueError(
-                    f"dataset {part.dataset!r} is not registered; known: {dataset_names()}"
                 )
         if self.surrogate.arch not in model_names():
             raise ValueError(
@@ -187,42 +190,16 @@ class ExperimentConfig(_Strict):
             )
         return self
 
-    def _encoder_checks(self) -> None:
-        """Encoder attacks need an embedding victim and a probe; classifier attacks, defences and
-        transfer attacks need a classifier."""
-        from stealkit.attacks import PRESETS as ATTACK_PRESETS
-        from stealkit.attacks import steals_encoders
-        from stealkit.defenses import PRESETS as DEFENSE_PRESETS
-
-        known_a = set(ATTACK_PRESETS) | set(self.attacks)
-        known_d = set(DEFENSE_PRESETS) | set(self.defenses)
-        attacks = {a for g in self.grid for a in g.attacks if a in known_a}
-        defenses = {d for g in self.grid for d in g.defenses if d in known_d}
-        encoder = self.victim.output == "embedding"
-        wrong = sorted(a for a in attacks if steals_encoders(self.attack_spec(a)[0]) != encoder)
-        if wrong:
-            raise ValueError(
-                f"attacks {wrong} do not fit victim.output {self.victim.output!r}: encoder attacks "
-                "(encoder-*, contsteal, stolenencoder) need output 'embedding', the others a classifier"
-            )
-        if encoder:
-            if self.probe is None:
-                raise ValueError(
-                    "an encoder victim (output: embedding) is judged by linear probes: add "
-                    "'probe: {dataset: ..., split: train}' with the downstream training images"
-                )
-            bad = sorted(
-                d
-                for d in defenses
-                if (t := self.defense_spec(d)[0]) != "none" and not t.startswith("embedding_")
-            )
-            if bad:
-                raise ValueError(
-                    f"defences {bad} perturb class scores; an encoder victim takes embedding_noise, "
-                    "embedding_topk or embedding_rounding (presets emb-noise, emb-top64, emb-round1)"
-                )
-            if self.transfer is not None or self.curve_every is not None:
-                raise ValueError("transfer and curve_every are for classifier victims only")
+    def data_parts(self) -> list[tuple[str, DataConfig | ProbeConfig | BaselineConfig]]:
+        """Every data set the config names, with its key."""
+        parts: list[tuple[str, DataConfig | ProbeConfig | BaselineConfig]] = [("eval", self.eval)]
+        if self.pool is not None:
+            parts.append(("pool", self.pool))
+        if self.probe is not None:
+            parts.append(("probe", self.probe))
+        if self.transfer is not None and self.transfer.baseline is not None:
+            parts.append(("transfer.baseline", self.transfer.baseline))
+        return parts
 
     def attack_spec(self, name: str) -> tuple[str, dict[str, Any]]:
         from stealkit.attacks import PRESETS
@@ -252,23 +229,54 @@ def _format(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "<dict>") -> ExperimentConfig:
+def parse_config(
+    data: Any,
+    source: str = "<dict>",
+    *,
+    check: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Validate a config mapping: its schema, then (``check``) every rule that follows from the
+    registered attacks, defences, victims and data sets (``stealkit.experiments.checks``), so a
+    mistake is named before any query is bought. ``overrides`` replace top-level keys first."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"invalid config {source}: the top level must be a mapping, got {type(data).__name__}"
         )
+    data = {**data, **(overrides or {})}
     try:
-        return ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format(e, source)) from None
+    if check:
+        from stealkit.experiments.checks import check_config
+
+        problems = check_config(cfg)
+        if problems:
+            raise ConfigError(
+                "\n".join([f"invalid config {source}:"] + [f"  - {p}" for p in problems])
+            )
+    return cfg
 
 
-def load_config(path: str | Path | None = None) -> ExperimentConfig:
-    """Read a YAML config; ``None`` gives the built-in default experiment."""
+def load_config(
+    path: str | Path | None = None,
+    *,
+    check: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Read a YAML config; ``None`` gives the built-in default experiment. See ``parse_config``."""
     if path is None:
         text = (Path(__file__).parent / "default.yaml").read_text()
-        return parse_config(yaml.safe_load(text), "<built-in default>")
+        return parse_config(
+            yaml.safe_load(text), "<built-in default>", check=check, overrides=overrides
+        )
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"{p} is a directory; give a YAML config file (e.g. configs/tiny.yaml), or no "
+            "argument for the built-in default"
+        )
     if not p.is_file():
         raise ConfigError(
             f"config file {p} does not exist; give a YAML file or no argument for the default"
@@ -277,4 +285,4 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p} is not valid YAML: {e}") from None
-    return parse_config(data, str(p))
+    return parse_config(data, str(p), check=check, overrides=overrides)

@@ -4,23 +4,44 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor
 
+from stealkit.errors import VictimError
 from stealkit.oracle.ledger import Ledger
 from stealkit.oracle.response import OutputKind, Response
 from stealkit.oracle.spec import InputSpec
 
 
+def check_answer(response: Response, n: int, source: object) -> None:
+    """Raise VictimError unless ``response`` holds ``n`` finite answers."""
+    if len(response) != n:
+        raise VictimError(f"{source!r} answered {len(response)} rows for a batch of {n}")
+    v = response.values
+    if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        bad = int((~torch.isfinite(v)).any(dim=-1).sum()) if v.dim() > 1 else n
+        raise VictimError(
+            f"{source!r} answered NaN or infinite values for {bad} of {n} inputs; nothing was "
+            "charged. Check the victim's weights and preprocessing (an ONNX or python victim "
+            "returning NaN, say) before stealing from it."
+        )
+
+
 class Oracle(ABC):
     """A black box that answers queries and charges each one to its ledger.
 
-    Subclasses implement ``_answer``; ``query`` validates the batch, checks the budget before any
-    work, answers, and only then records the charge, so a refused or failed batch costs nothing.
+    Subclasses implement ``_answer``; ``query`` validates the batch, reserves its cost on the
+    ledger before any work, answers, checks the answer is finite, and only then commits the
+    charge. A refused, failed or non-finite batch costs nothing, and threads sharing one oracle
+    can never answer past its budget.
+
+    ``client`` names who is asking; defences that keep state per client (query monitors) read it.
     """
 
     input_spec: InputSpec
     output: OutputKind
     ledger: Ledger
+    client: str = "thief"
 
     @property
     @abstractmethod
@@ -37,9 +58,14 @@ class Oracle(ABC):
         """Answer a batch (N, C, H, W) of inputs in the spec's value range."""
         self.input_spec.check(x)
         n = int(x.shape[0])
-        self.ledger.check(n)
-        response = self._answer(x)
-        self.ledger.record(n)
+        self.ledger.reserve(n)
+        try:
+            response = self._answer(x)
+            check_answer(response, n, self)
+        except BaseException:
+            self.ledger.release(n)
+            raise
+        self.ledger.commit(n)
         return response
 
     @abstractmethod

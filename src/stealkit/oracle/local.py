@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stealkit.defenses.functional import argmax_labels, topk
-from stealkit.oracle.base import Oracle
+from stealkit.oracle.base import Oracle, check_answer
 from stealkit.oracle.ledger import Ledger
+from stealkit.oracle.probs import argmax_labels, topk
 from stealkit.oracle.response import OutputKind, Response
 from stealkit.oracle.spec import InputSpec
 
@@ -70,6 +70,7 @@ class LocalOracle(Oracle):
 
     def _answer(self, x: Tensor) -> Response:
         raw = self._forward(x)
+        check_answer(Response(OutputKind.LOGITS, raw), len(x), self)  # before any softmax/argmax
         c = int(raw.shape[1])
         if self.output is OutputKind.EMBEDDING:
             return Response(OutputKind.EMBEDDING, raw)

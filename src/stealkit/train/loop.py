@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from stealkit.progress import track
+
 log = logging.getLogger(__name__)
+
+PROGRESS_MIN_STEPS = 100  # shorter fits (online updates, data-free rounds) show no bar of their own
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Augment = Callable[[Tensor, torch.Generator], Tensor]
@@ -42,6 +46,7 @@ def fit(
     seed: int = 0,
     device: torch.device | str | None = None,
     optimizer_state: torch.optim.Optimizer | None = None,
+    progress: str = "training steps",
 ) -> FitHistory:
     """Minimise ``loss_fn(model(aug(x)), target)`` over shuffled mini-batches.
 
@@ -53,6 +58,8 @@ def fit(
         schedule: "cosine" (to 0 over the run) or "constant".
         augment: ``augment(batch, generator)`` applied to each input batch on the device.
         optimizer_state: an optimizer to continue with (online training); else a new one.
+        progress: what a progress bar calls this fit (shown only inside
+            ``stealkit.progress.reporting`` and for fits of at least ``PROGRESS_MIN_STEPS``).
     """
     n = int(inputs.shape[0])
     if n == 0:
@@ -81,6 +88,7 @@ def fit(
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     gen = torch.Generator().manual_seed(seed)
     hist = FitHistory()
+    bar = track(progress, total if total >= PROGRESS_MIN_STEPS else 0, unit="step")
     step, running, count = 0, 0.0, 0
     while step < total:
         order = torch.randperm(n, generator=gen)
@@ -99,10 +107,12 @@ def fit(
             running += float(loss.detach())
             count += 1
             step += 1
+            bar.update(1)
             if step >= total:
                 break
         hist.epoch_loss.append(running / max(count, 1))
         running, count = 0.0, 0
+    bar.close()
     hist.steps = step
     model.eval()
     return hist

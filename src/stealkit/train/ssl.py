@@ -271,4 +271,5 @@ def pretrain(
         augment=two_views(view),
         seed=seed,
         device=device,
+        progress=f"victim pre-training ({type(method).__name__})",
     )

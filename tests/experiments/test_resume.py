@@ -1,0 +1,236 @@
+"""Runs that resume and never overwrite: a re-run buys only what is missing, an interrupted run
+is recorded with the queries it bought, another experiment's folder is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stealkit.cli import main
+from stealkit.errors import ConfigError
+from stealkit.experiments.config import parse_config
+from stealkit.experiments.runner import Experiment
+
+pytest.importorskip("mlxtend")
+
+RECIPE = {"epochs": 1, "min_steps": 10}
+CONFIG: dict[str, Any] = {
+    "name": "resume",
+    "victim": {"name": "digit-recognizer", "output": "probabilities"},
+    "pool": {"dataset": "digits", "split": "train", "limit": 400},
+    "eval": {"dataset": "mnist-5k", "split": "all", "limit": 200},
+    "surrogate": {"arch": "cnn2-small"},
+    "attacks": {
+        "kr": {
+            "type": "knockoff",
+            "params": {"strategy": "random", "online_steps": 0, "recipe": RECIPE},
+        },
+        "cc": {"type": "copycat", "params": {"recipe": RECIPE}},
+    },
+    "grid": [{"attacks": ["kr", "cc"], "budgets": [100, 150]}],
+}
+
+
+def _results(out: Path) -> dict[str, Any]:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_rerun_skips_what_succeeded_and_buys_nothing(tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG)
+    out = tmp_path / "resume"
+    first = Experiment(cfg, out, progress=False).run()
+    assert first["complete"] is True and len(first["runs"]) == 4
+    assert first["invocations"][0]["queries_bought"] == 2 * (100 + 150)
+    again = Experiment(cfg, out, progress=False).run()
+    inv = again["invocations"][-1]
+    assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (0, 4, 0)
+    assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in first["runs"]]
+    # a grid that grows runs only its new runs
+    grown = {**CONFIG, "grid": [{"attacks": ["kr", "cc"], "budgets": [100, 150, 200]}]}
+    third = Experiment(parse_config(grown), out, progress=False).run()
+    inv = third["invocations"][-1]
+    assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (2, 4, 400)
+    assert len(third["runs"]) == 6 and third["complete"] is True
+    fresh = Experiment(cfg, out, progress=False, fresh=True).run()
+    assert fresh["invocations"][-1]["queries_bought"] == 500 and len(fresh["runs"]) == 4
+    assert list(out.glob("results.*.json"))  # --fresh kept the old results beside
+
+
+def test_another_experiment_in_the_same_folder_is_refused(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    before = (tmp_path / "resume" / "results.json").read_text()
+    other = {**CONFIG, "victim": {"name": "digit-recognizer", "output": "label"}}
+    path.write_text(yaml.safe_dump(other))
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds results of another experiment" in err and "--fresh" in err and "--out" in err
+    assert (tmp_path / "resume" / "results.json").read_text() == before  # untouched
+    # the same mistake through --name
+    renamed = {**other, "name": "elsewhere"}
+    path.write_text(yaml.safe_dump(renamed))
+    assert main(["run", str(path), "--out", str(tmp_path), "--name", "resume"]) == 2
+    assert (tmp_path / "resume" / "results.json").read_text() == before
+
+
+def _python_victim(target: str) -> dict[str, Any]:
+    spec = {"channels": 1, "height": 28, "width": 28}
+    return {"name": "python", "params": {"target": f"victim_zoo:{target}", "spec": spec}}
+
+
+def test_a_nan_victim_is_refused_before_any_query(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "victim": _python_victim("nan_net")}))
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "answered NaN or infinite values for 200 of 200 inputs" in err
+    assert "Traceback" not in err
+    results = json.loads((tmp_path / "resume" / "results.json").read_text())
+    assert results["runs"] == [] and results["invocations"][0]["status"] == "failed"
+    assert results["invocations"][0]["queries_bought"] == 0
+
+
+def test_a_victim_that_turns_nan_mid_run_fails_that_run_uncharged(tmp_path: Path) -> None:
+    try:
+        from stealkit.data import load_dataset
+
+        load_dataset("fashion-mnist", "train")
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"Fashion-MNIST is not installed ({e}); scripts/setup.sh installs it")
+    data = {
+        **CONFIG,
+        "victim": _python_victim("nan_on_bright"),
+        "pool": {"dataset": "fashion-mnist", "split": "train", "limit": 2000},
+        "attacks": {
+            "kr": {
+                "type": "knockoff",
+                "params": {
+                    "strategy": "random",
+                    "online_steps": 0,
+                    "query_batch": 10,
+                    "recipe": RECIPE,
+                },
+            }
+        },
+        "grid": [{"attacks": ["kr"], "budgets": [500]}],
+    }
+    results = Experiment(parse_config(data), tmp_path / "nan", progress=False).run()
+    (run,) = results["runs"]
+    assert run["status"] == "failed" and "VictimError" in run["error"]
+    assert "NaN or infinite" in run["error"] and run["metrics"] is None
+    spent = run["ledger"]["spent"]
+    assert spent < 500 and spent % 10 == 0  # the batches before the bad one, and not it
+    assert results["complete"] is True  # a failed run is a finished run
+
+
+def test_two_runs_cannot_share_a_folder(tmp_path: Path) -> None:
+    from stealkit.errors import StealkitError
+    from stealkit.experiments.store import ResultStore
+
+    a = ResultStore(tmp_path, "h1")
+    a.acquire()
+    try:
+        with pytest.raises(StealkitError, match="in use by another stealkit run"):
+            ResultStore(tmp_path, "h1").acquire()
+    finally:
+        a.release()
+    ResultStore(tmp_path, "h1").acquire()
+
+
+def test_a_config_hash_ignores_where_it_runs_but_not_what_it_runs() -> None:
+    from stealkit.experiments.runner import experiment_hash
+
+    base = parse_config(CONFIG)
+    assert experiment_hash(base) == experiment_hash(
+        parse_config(
+            {
+                **CONFIG,
+                "name": "x",
+                "device": "cpu",
+                "grid": [{"attacks": ["kr"], "budgets": [100]}],
+            }
+        )
+    )
+    assert experiment_hash(base) != experiment_hash(parse_config({**CONFIG, "price_per_1k": 3}))
+    with pytest.raises(ConfigError):
+        parse_config({**CONFIG, "executor": {"kind": "ray", "cpus_per_run": 0}})
+
+
+def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(tmp_path: Path) -> None:
+    """Through the CLI, as a user would: interrupt, then run the same command again."""
+    slow = {"epochs": 1, "min_steps": 150}  # a few seconds per run, so the signal lands in one
+    data = {
+        **CONFIG,
+        "attacks": {
+            "kr": {
+                "type": "knockoff",
+                "params": {"strategy": "random", "online_steps": 0, "recipe": slow},
+            }
+        },
+        "grid": [{"attacks": ["kr"], "budgets": [100, 120, 140, 160, 180]}],
+    }
+    path = tmp_path / "sigint.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "runs" / "resume"
+    cmd = [
+        sys.executable,
+        "-m",
+        "stealkit",
+        "run",
+        str(path),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            if sum(r["status"] == "ok" for r in _results(out)["runs"]) >= 2:
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the first two runs did not finish in time")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    first = _results(out)
+    assert first["complete"] is False and first["invocations"][0]["status"] == "interrupted"
+    ok = {r["budget"] for r in first["runs"] if r["status"] == "ok"}
+    assert len(ok) >= 2
+    interrupted = [r for r in first["runs"] if r["status"] == "interrupted"]
+    assert len(interrupted) <= 1 and all(r["ledger"]["spent"] >= 0 for r in interrupted)
+    bought_first = sum(r["ledger"]["spent"] for r in first["runs"])
+    assert bought_first == first["invocations"][0]["queries_bought"]
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    second = _results(out)
+    assert second["complete"] is True
+    inv = second["invocations"][1]
+    remaining = sum(b for b in data["grid"][0]["budgets"] if b not in ok)
+    assert inv["queries_bought"] == remaining and inv["skipped"] == len(ok)
+    assert sorted(r["budget"] for r in second["runs"] if r["status"] == "ok") == [
+        100,
+        120,
+        140,
+        160,
+        180,
+    ]
+    for r in second["runs"]:
+        assert r["invocation"] == (1 if r["budget"] in ok else 2)
