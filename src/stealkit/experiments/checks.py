@@ -16,9 +16,10 @@ import torch
 
 from stealkit.attacks import Attack, attack_factory, build_attack
 from stealkit.data import dataset_info, load_dataset
+from stealkit.data.dataset import ImageDataset
 from stealkit.defenses import Defense, build_defense, defense_factory
 from stealkit.errors import StealkitError
-from stealkit.experiments.config import ExperimentConfig
+from stealkit.experiments.config import DataConfig, ExperimentConfig
 from stealkit.experiments.judges import Family, get_family
 from stealkit.oracle import OutputKind
 from stealkit.victims.registry import VictimInfo, describe_victim
@@ -30,6 +31,14 @@ def victim_params(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.data_dir is not None and cfg.victim.name in ("trained", "ssl", "supervised-encoder"):
         params.setdefault("data_dir", cfg.data_dir)
     return params
+
+
+def load_part(part: DataConfig, data_dir: str | None) -> ImageDataset:
+    """The images a config section names: split, then ``[start:stop]``, then ``limit``."""
+    ds = load_dataset(part.dataset, part.split, data_dir=data_dir, **part.params)
+    if part.start or part.stop is not None:
+        ds = ds.subset(torch.arange(len(ds))[part.start : part.stop])
+    return ds.limit(part.limit)
 
 
 def _takes(factory: Any) -> str:
@@ -88,16 +97,17 @@ def _data(cfg: ExperimentConfig) -> tuple[list[str], int | None]:
             )
             continue
         try:
-            ds = load_dataset(part.dataset, part.split, data_dir=cfg.data_dir, **part.params)
+            ds = load_part(part, cfg.data_dir)
         except StealkitError as e:
             problems.append(f"{key}: {e}")
             continue
         except (TypeError, ValueError) as e:
             problems.append(f"{key}.params: {e}")
             continue
-        n = len(ds) if part.limit is None else min(part.limit, len(ds))
+        if len(ds) == 0:
+            problems.append(f"{key}: start {part.start} / stop {part.stop} select no images")
         if key == "pool":
-            pool_size = n
+            pool_size = len(ds)
         if key in ("probe", "transfer.baseline") and ds.y is None:
             problems.append(f"{key}.dataset: {part.dataset!r} has no labels to train on")
     return problems, pool_size

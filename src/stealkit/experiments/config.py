@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,20 +23,27 @@ class VictimConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """Images of a registered data set: ``split``, then the contiguous slice ``[start:stop]``,
+    then a seeded random subset of at most ``limit`` of them."""
+
     dataset: str
     split: str = "train"
+    start: int = Field(default=0, ge=0)
+    stop: int | None = Field(default=None, ge=1)
     limit: int | None = Field(default=None, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _slice(self) -> DataConfig:
+        if self.stop is not None and self.stop <= self.start:
+            raise ValueError(f"stop ({self.stop}) must be above start ({self.start})")
+        return self
 
-class ProbeConfig(_Strict):
+
+class ProbeConfig(DataConfig):
     """The downstream task of encoder experiments: a linear head is trained on frozen features of
     these labelled images and tested on ``eval`` (same protocol for victim and stolen encoders)."""
 
-    dataset: str
-    split: str = "train"
-    limit: int | None = Field(default=None, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(default=30, ge=1)
 
 
@@ -64,16 +71,13 @@ class GridConfig(_Strict):
         return v
 
 
-class BaselineConfig(_Strict):
+class BaselineConfig(DataConfig):
     """An independent model for the transfer-attack comparison: trained on its own labelled data,
     never on the victim's answers."""
 
     dataset: str = "mnist-5k"
-    split: str = "train"
-    limit: int | None = Field(default=None, ge=1)
     arch: str = "cnn3"
     epochs: int = Field(default=10, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict)
 
 
 TransferMethod = Literal["fgsm", "bim", "pgd"]
@@ -85,15 +89,22 @@ def _all_methods() -> list[TransferMethod]:
 
 class TransferConfig(_Strict):
     """Transfer adversarial attacks crafted on each stolen model (and on the baseline), scored on
-    the victim over evaluation images it classifies correctly."""
+    the victim over images it classifies correctly: the first ``limit`` of ``data`` (default: the
+    evaluation set), at each L-inf radius of ``eps``."""
 
     methods: list[TransferMethod] = Field(default_factory=_all_methods, min_length=1)
-    eps: float = Field(default=0.2, gt=0, le=1)
+    eps: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [0.2])
     steps: int = Field(default=20, ge=1)
     step_size: float | None = Field(default=None, gt=0)  # None: 2.5 * eps / steps
     targeted: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
     limit: int = Field(default=500, ge=1)
+    data: DataConfig | None = None
     baseline: BaselineConfig | None = Field(default_factory=BaselineConfig)
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int | float) else v
 
 
 class RayExecutorConfig(_Strict):
@@ -190,13 +201,15 @@ class ExperimentConfig(_Strict):
             )
         return self
 
-    def data_parts(self) -> list[tuple[str, DataConfig | ProbeConfig | BaselineConfig]]:
+    def data_parts(self) -> list[tuple[str, DataConfig]]:
         """Every data set the config names, with its key."""
-        parts: list[tuple[str, DataConfig | ProbeConfig | BaselineConfig]] = [("eval", self.eval)]
+        parts: list[tuple[str, DataConfig]] = [("eval", self.eval)]
         if self.pool is not None:
             parts.append(("pool", self.pool))
         if self.probe is not None:
             parts.append(("probe", self.probe))
+        if self.transfer is not None and self.transfer.data is not None:
+            parts.append(("transfer.data", self.transfer.data))
         if self.transfer is not None and self.transfer.baseline is not None:
             parts.append(("transfer.baseline", self.transfer.baseline))
         return parts

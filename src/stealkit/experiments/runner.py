@@ -26,10 +26,9 @@ import torch
 
 from stealkit import __version__
 from stealkit.attacks import build_attack
-from stealkit.data import load_dataset, to_spec
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import Defense, build_defense
-from stealkit.experiments.checks import victim_params
+from stealkit.experiments.checks import load_part, victim_params
 from stealkit.experiments.config import ExperimentConfig
 from stealkit.experiments.judges import Family, Judge, get_family
 from stealkit.experiments.store import ResultStore, RunRecord, config_hash, now
@@ -115,15 +114,8 @@ class RunContext:
         self.cfg, self.device = cfg, device
         self.victim: Victim = load_victim(cfg.victim.name, **victim_params(cfg))
         self.family: Family = get_family(self.victim.kind)
-        ev = load_dataset(
-            cfg.eval.dataset, cfg.eval.split, data_dir=cfg.data_dir, **cfg.eval.params
-        ).limit(cfg.eval.limit)
-        probe = None
-        if cfg.probe is not None:
-            p = cfg.probe
-            probe = load_dataset(p.dataset, p.split, data_dir=cfg.data_dir, **p.params).limit(
-                p.limit
-            )
+        ev = load_part(cfg.eval, cfg.data_dir)
+        probe = load_part(cfg.probe, cfg.data_dir) if cfg.probe is not None else None
         self.eval_set = ev
         self.judge: Judge = self.family.judge(
             self.victim,
@@ -134,17 +126,12 @@ class RunContext:
         )
         self.pool: QueryPool | None = None
         if cfg.pool is not None:
-            pool_ds = load_dataset(
-                cfg.pool.dataset, cfg.pool.split, data_dir=cfg.data_dir, **cfg.pool.params
-            ).limit(cfg.pool.limit)
-            self.pool = QueryPool(pool_ds, self.victim.spec)
+            self.pool = QueryPool(load_part(cfg.pool, cfg.data_dir), self.victim.spec)
         self.transfer: TransferJudge | None = None
         if cfg.transfer is not None and self.family.transfer:
             self.transfer = TransferJudge(
                 self.victim,
-                to_spec(ev.images(), self.victim.spec),
-                ev.y,
-                self.judge.victim_labels,
+                ev if cfg.transfer.data is None else load_part(cfg.transfer.data, cfg.data_dir),
                 cfg.transfer,
                 device=device,
             )

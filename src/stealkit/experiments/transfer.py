@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from stealkit.data import load_dataset, to_spec
+from stealkit.data import to_spec
+from stealkit.data.dataset import ImageDataset
 from stealkit.errors import ConfigError
 from stealkit.experiments.config import TransferConfig
 from stealkit.metrics import accuracy, transfer_table
@@ -26,23 +27,23 @@ class TransferJudge:
 
     Args:
         victim: the victim; judged through ``victim.evaluator(output="label")``.
-        x_eval, y_eval: evaluation images (victim spec) and labels (None: the victim's own).
-        victim_labels: the victim's labels for ``x_eval``.
+        images: the images to attack (their labels, or the victim's where they have none); the
+            first ``settings.limit`` the victim classifies correctly are kept.
         settings: the config's ``transfer:`` section.
     """
 
     def __init__(
         self,
         victim: Victim,
-        x_eval: Tensor,
-        y_eval: Tensor | None,
-        victim_labels: Tensor,
+        images: ImageDataset,
         settings: TransferConfig,
         *,
         device: torch.device,
     ) -> None:
         self.victim, self.t, self.device = victim, settings, device
         self.labels = victim.evaluator(output=OutputKind.LABEL, device=device)
+        x_eval, y_eval = to_spec(images.images(), victim.spec), images.y
+        victim_labels = self.labels.query(x_eval).labels()
         if y_eval is None:  # no labels: every image, labelled by the victim
             keep, y = torch.ones(len(x_eval), dtype=torch.bool), victim_labels
         else:
@@ -51,21 +52,24 @@ class TransferJudge:
         self.x, self.y = x_eval[idx], y[idx]
 
     def table(self, source: nn.Module, seed: int) -> list[dict[str, Any]]:
-        t = self.t
-        return transfer_table(
-            source,
-            lambda xa: self.labels.query(xa).labels(),
-            self.x,
-            self.y,
-            num_classes=self.labels.num_classes,
-            methods=t.methods,
-            eps=t.eps,
-            steps=t.steps,
-            step_size=t.step_size if t.step_size is not None else 2.5 * t.eps / t.steps,
-            targeted=t.targeted,
-            seed=seed,
-            device=self.device,
-        )
+        """One row per (eps, targeted, method)."""
+        t, rows = self.t, []
+        for eps in t.eps:
+            rows += transfer_table(
+                source,
+                lambda xa: self.labels.query(xa).labels(),
+                self.x,
+                self.y,
+                num_classes=self.labels.num_classes,
+                methods=t.methods,
+                eps=eps,
+                steps=t.steps,
+                step_size=t.step_size if t.step_size is not None else 2.5 * eps / t.steps,
+                targeted=t.targeted,
+                seed=seed,
+                device=self.device,
+            )
+        return rows
 
     def baseline(self, data_dir: str | None) -> dict[str, Any] | None:
         """Train the independent baseline (its own labelled data, no victim answers) and attack
@@ -73,7 +77,9 @@ class TransferJudge:
         b = self.t.baseline
         if b is None:
             return None
-        ds = load_dataset(b.dataset, b.split, data_dir=data_dir, **b.params).limit(b.limit)
+        from stealkit.experiments.checks import load_part
+
+        ds = load_part(b, data_dir)
         if ds.y is None:
             raise ConfigError(f"transfer.baseline.dataset {b.dataset!r} has no labels to train on")
         c, h, _ = self.victim.spec.shape
