@@ -58,3 +58,40 @@ def test_data_free_grid_runs_without_a_pool(tmp_path: Path) -> None:
     assert baseline["dataset"] == "digits:train" and len(baseline["transfer"]) == 4
     html = (tmp_path / "df-smoke" / "report.html").read_text()
     assert "Transfer attacks" in html and "Convergence" in html and "baseline (cnn2-small" in html
+
+
+def test_transfer_at_several_eps_on_its_own_images(tmp_path: Path) -> None:
+    data = {
+        **CONFIG,
+        "name": "df-eps",
+        "transfer": {
+            **CONFIG["transfer"],
+            "eps": [0.1, 0.3],
+            "methods": ["fgsm"],
+            "targeted": [False],
+            "data": {"dataset": "mnist-5k", "split": "test", "start": 100, "stop": 160},
+            "baseline": {**CONFIG["transfer"]["baseline"], "start": 0, "stop": 300},
+        },
+        "grid": [{"attacks": ["mega"], "budgets": [128]}],
+    }
+    cfg = tmp_path / "df.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["run", str(cfg), "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    results = json.loads((tmp_path / "df-eps" / "results.json").read_text())
+    (run,) = results["runs"]
+    rows = run["transfer"]
+    assert [r["eps"] for r in rows] == [0.1, 0.3]
+    assert all(r["n"] <= 40 for r in rows) and rows[0]["n"] == rows[1]["n"] > 30  # of 60 images
+    assert results["transfer_baseline"]["size"] == 300  # the slice [0:300] of digits train
+
+
+def test_an_empty_slice_and_a_bad_slice_are_named() -> None:
+    from stealkit.errors import ConfigError
+    from stealkit.experiments.config import parse_config
+
+    bad = {**CONFIG, "eval": {**CONFIG["eval"], "start": 10, "stop": 5}}
+    with pytest.raises(ConfigError, match=r"eval: .*stop \(5\) must be above start \(10\)"):
+        parse_config(bad)
+    empty = {**CONFIG, "eval": {"dataset": "mnist-5k", "split": "all", "start": 6000}}
+    with pytest.raises(ConfigError, match="eval: start 6000 / stop None select no images"):
+        parse_config(empty)
