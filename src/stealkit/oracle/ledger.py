@@ -84,18 +84,19 @@ class Ledger:
 
     def check(self, n: int) -> None:
         """Raise BudgetExceeded (and record the refusal) if ``n`` more queries cross the budget."""
-        n = _count(n)
-        with self._lock:
-            if self.budget is not None and self.spent + self.reserved + n > self.budget:
-                raise self._refuse(n)
+        self._hold(n, keep=False)
 
     def reserve(self, n: int) -> None:
         """Check ``n`` queries against the budget and hold them for a batch being answered."""
+        self._hold(n, keep=True)
+
+    def _hold(self, n: int, *, keep: bool) -> None:
         n = _count(n)
         with self._lock:
             if self.budget is not None and self.spent + self.reserved + n > self.budget:
                 raise self._refuse(n)
-            self.reserved += n
+            if keep:
+                self.reserved += n
 
     def release(self, n: int) -> None:
         """Give back a reservation whose batch was not answered: nothing is charged."""

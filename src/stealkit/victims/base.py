@@ -18,6 +18,28 @@ from stealkit.oracle.spec import InputSpec
 KINDS = ("classifier", "encoder")
 
 
+def probe_output_dim(model: nn.Module, spec: InputSpec, name: str) -> int:
+    """The output size of ``model`` on one zero image of ``spec``; ConfigError when the model
+    fails on it or does not answer (N, classes) or (N, D)."""
+    from stealkit.errors import ConfigError
+
+    try:
+        with torch.inference_mode():
+            out = model.eval()(torch.zeros(1, *spec.shape))
+    except Exception as e:  # noqa: BLE001 - any failure of user code becomes a config error
+        raise ConfigError(
+            f"{name} fails on a (1, {', '.join(map(str, spec.shape))}) input of the spec: "
+            f"{type(e).__name__}: {e}; check the spec's channels, height and width against "
+            "what the model takes"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise ConfigError(
+            f"{name} returns {getattr(out, 'shape', type(out).__name__)} for one image; a "
+            "victim must return (N, classes) logits or (N, D) embeddings"
+        )
+    return int(out.shape[1])
+
+
 @dataclass
 class Victim:
     """A loaded victim. ``model`` includes its own preprocessing: it takes images in the spec's

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from stealkit.errors import ConfigError
 from stealkit.oracle.spec import InputSpec, with_preprocessing
-from stealkit.victims.base import KINDS, Victim
+from stealkit.victims.base import KINDS, Victim, probe_output_dim
 
 _SPEC_KEYS = {f.name for f in dataclasses.fields(InputSpec)}
 
@@ -198,20 +198,7 @@ def load_python(
     model = func(**kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{target} returned a {type(model).__name__}, not a torch.nn.Module")
-    try:
-        with torch.inference_mode():
-            out = model.eval()(torch.zeros(1, *spec.shape))
-    except Exception as e:  # noqa: BLE001 - any failure of user code becomes a config error
-        raise ConfigError(
-            f"{target} fails on a (1, {', '.join(map(str, spec.shape))}) input of the spec: "
-            f"{type(e).__name__}: {e}; check the spec's channels, height and width against "
-            "what the module takes"
-        ) from None
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        raise ConfigError(
-            f"{target} returns {getattr(out, 'shape', type(out).__name__)} for one image; a "
-            "victim must return (N, classes) logits or (N, D) embeddings"
-        )
+    probe_output_dim(model, spec, target)
     return Victim(
         name=f"python:{target}",
         model=with_preprocessing(model, spec).eval(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from stealkit.errors import ConfigError, StealkitError
 from stealkit.oracle.spec import InputSpec
-from stealkit.victims.base import KINDS, Victim
+from stealkit.victims.base import KINDS, Victim, probe_output_dim
 from stealkit.victims.digit_recognizer import load_digit_recognizer
 from stealkit.victims.efficientnet import load_efficientnet_lite0
 from stealkit.victims.encoders import pretrain_encoder, supervised_encoder
@@ -85,11 +85,8 @@ def _params_help(loader: Loader) -> str:
     )
 
 
-def load_victim(name: str, **params: Any) -> Victim:
-    """Load the victim registered as ``name`` with keyword ``params``.
-
-    Raises ConfigError for an unknown name or parameters the loader does not take or lacks.
-    """
+def _bound(name: str, params: dict[str, Any]) -> Loader:
+    """The loader of ``name``, once ``params`` are known to fit it (ConfigError otherwise)."""
     loader, _ = _lookup(name)
     try:
         inspect.signature(loader).bind(**params)
@@ -98,28 +95,23 @@ def load_victim(name: str, **params: Any) -> Victim:
             f"victim {name!r}: bad parameters {sorted(params)} ({e}); "
             f"it takes: {_params_help(loader)}"
         ) from None
+    return loader
+
+
+def load_victim(name: str, **params: Any) -> Victim:
+    """Load the victim registered as ``name`` with keyword ``params``.
+
+    Raises ConfigError for an unknown name or parameters the loader does not take or lacks.
+    """
+    loader = _bound(name, params)
     return loader(**params)
 
 
 def info_of(victim: Victim) -> VictimInfo:
     """A loaded victim's kind, spec and output size (one forward pass of a zero image)."""
-    import torch
-
-    try:
-        with torch.inference_mode():
-            out = victim.model(torch.zeros((1, *victim.spec.shape)))
-    except Exception as e:  # noqa: BLE001 - any failure of user code becomes a config error
-        raise ConfigError(
-            f"victim {victim.name!r} fails on a (1, {', '.join(map(str, victim.spec.shape))}) "
-            f"input of its spec: {type(e).__name__}: {e}; check that the spec (channels, height, "
-            "width) is what the model takes"
-        ) from None
-    if out.dim() != 2:
-        raise ConfigError(
-            f"victim {victim.name!r} returns shape {tuple(out.shape)} for one image; a victim "
-            "must return (N, classes) logits or (N, D) embeddings"
-        )
-    return VictimInfo(victim.kind, victim.spec, int(out.shape[1]))
+    return VictimInfo(
+        victim.kind, victim.spec, probe_output_dim(victim.model, victim.spec, repr(victim.name))
+    )
 
 
 def describe_victim(name: str, **params: Any) -> VictimInfo:
@@ -128,14 +120,7 @@ def describe_victim(name: str, **params: Any) -> VictimInfo:
     Raises ConfigError naming the problem (bad parameters, a missing file, a model that fails on
     its spec's input).
     """
-    loader, _ = _lookup(name)
-    try:
-        inspect.signature(loader).bind(**params)
-    except TypeError as e:
-        raise ConfigError(
-            f"victim {name!r}: bad parameters {sorted(params)} ({e}); "
-            f"it takes: {_params_help(loader)}"
-        ) from None
+    loader = _bound(name, params)
     try:
         if name in _DESCRIBE:
             return _DESCRIBE[name](**params)
