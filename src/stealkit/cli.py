@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -76,7 +77,7 @@ def _cmd_train_victim(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from stealkit.attacks import PRESETS as AP
-    from stealkit.attacks import attack_names
+    from stealkit.attacks import attack_names, build_attack
     from stealkit.data import dataset_info, dataset_names
     from stealkit.defenses import PRESETS as DP
     from stealkit.defenses import defense_names
@@ -84,7 +85,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from stealkit.victims.registry import victim_names
 
     print("victims:  " + ", ".join(victim_names()))
-    print("attacks:  " + ", ".join(attack_names()) + "   presets: " + ", ".join(AP))
+    print(
+        "attacks (what each steals, whether it needs the thief's own images, what it learns from):"
+    )
+    for name in attack_names():
+        a = build_attack(name)
+        accepts = ", ".join(sorted(k.value for k in a.accepts))
+        pool = "pool" if a.needs_pool else "data-free"
+        presets = ", ".join(p for p, (t, _) in AP.items() if t == name)
+        print(
+            f"  {name:14s} {a.steals:10s} {pool:9s} {accepts}"
+            + (f"   presets: {presets}" if presets else "")
+        )
     print("defences: " + ", ".join(defense_names()) + "   presets: " + ", ".join(DP))
     print("models:")
     for m in model_names():
@@ -216,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stealkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `stealkit list | head`: the reader left; nothing is wrong
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lets the interpreter exit quietly
+        return 0
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
