@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from stealkit.defenses import (
     PRESETS,
     Argmax,
     DefendedOracle,
+    Defense,
     GaussianNoise,
     NoDefense,
     ReverseSigmoid,
@@ -18,7 +20,7 @@ from stealkit.defenses import (
     defense_names,
     register_defense,
 )
-from stealkit.errors import BudgetExceeded
+from stealkit.errors import BudgetExceeded, QueryRefused
 from stealkit.oracle import OutputKind, Response
 
 EXPECTED_KIND = {
@@ -187,3 +189,46 @@ def test_registry_refuses_duplicates_and_unknown_names() -> None:
     with pytest.raises(ValueError, match="registered"):
         build_defense("no-such-defence")
     assert repr(build_defense("topk", k=2)) == "TopK(k=2, renormalize=False)"
+
+
+class PerClientQuota(Defense):
+    """A stateful monitor: each client may have ``quota`` inputs answered, then it is refused."""
+
+    needs = None
+    gives = None
+
+    def __init__(self, quota: int) -> None:
+        self.quota = quota
+        self.seen: dict[str, int] = {}
+        self.queries: list[Tensor] = []
+
+    def answer(self, x: Tensor, response: Response, client: str) -> Response:
+        self.queries.append(x)
+        if self.seen.get(client, 0) + len(x) > self.quota:
+            raise QueryRefused(f"client {client!r} is over its quota of {self.quota}")
+        self.seen[client] = self.seen.get(client, 0) + len(x)
+        return response
+
+    def apply(self, response: Response) -> Response:  # pragma: no cover - answer is overridden
+        return response
+
+    def reset(self) -> None:
+        self.seen.clear()
+
+
+def test_a_defence_sees_the_queries_keeps_state_per_client_and_may_refuse(
+    make_oracle, images8
+) -> None:
+    monitor = PerClientQuota(quota=12)
+    alice = DefendedOracle(make_oracle(budget=100), monitor)
+    bob_inner = make_oracle(budget=100)
+    bob_inner.client = "bob"
+    bob = DefendedOracle(bob_inner, monitor)
+    alice.query(images8)
+    alice.query(images8)
+    with pytest.raises(QueryRefused, match="'thief' is over its quota of 12"):
+        alice.query(images8)
+    assert alice.ledger.spent == 12  # the refused batch was not charged
+    bob.query(images8)  # another client has its own count
+    assert bob.ledger.spent == 6 and monitor.seen == {"thief": 12, "bob": 6}
+    assert all(torch.equal(q, images8) for q in monitor.queries)  # it saw what was asked
