@@ -15,4 +15,4 @@ test:  ## set up (with test tools), lint, type-check, run the tests
 
 bench:  ## re-measure the Knockoff Nets findings (slow: about an hour on 2 cores)
 	bash scripts/setup.sh
-	$(PY) benchmarks/knockoff.py
+	$(PY) -m benchmarks.knockoff

