@@ -59,6 +59,7 @@ def add_run_arguments(ap: argparse.ArgumentParser, bench: str) -> None:
     ap.add_argument("--out", type=Path, default=RUNS, help=f"runs folder (default {RUNS})")
     ap.add_argument("--seeds", nargs="*", type=int, help="override every grid block's seeds")
     ap.add_argument("--budgets", nargs="*", type=int, help="override every grid block's budgets")
+    ap.add_argument("--attacks", nargs="*", help="run only these attacks of the grids")
 
 
 def run_configs(
@@ -67,24 +68,29 @@ def run_configs(
     *,
     seeds: list[int] | None = None,
     budgets: list[int] | None = None,
+    attacks: list[str] | None = None,
     progress: bool | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run each config through the runner into ``out/<config name>/``; its results by name.
 
-    ``seeds``/``budgets`` replace those of every grid block (a quick look, or more seeds); the
-    runs land in the same folder and resume like any other.
+    ``seeds``/``budgets`` replace those of every grid block (a quick look, or more seeds) and
+    ``attacks`` keeps only those attacks; the runs land in the same folder and resume like any
+    other (the grid is not part of an experiment's hash).
     """
     done: dict[str, dict[str, Any]] = {}
     for path in paths:
         raw = load_config(path, check=False).model_dump(mode="json")
-        grid = [
-            {
-                **g,
-                **({"seeds": seeds} if seeds else {}),
-                **({"budgets": budgets} if budgets else {}),
-            }
-            for g in raw["grid"]
-        ]
+        grid = []
+        for g in raw["grid"]:
+            keep = [a for a in g["attacks"] if attacks is None or a in attacks]
+            if keep:
+                grid.append({**g, "attacks": keep})
+                if seeds:
+                    grid[-1]["seeds"] = seeds
+                if budgets:
+                    grid[-1]["budgets"] = budgets
+        if not grid:
+            continue
         cfg = load_config(path, overrides={"grid": grid})
         done[cfg.name] = Experiment(cfg, out / cfg.name, progress=progress).run()
     return done

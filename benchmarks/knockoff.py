@@ -139,7 +139,9 @@ def main() -> None:
     paths = common.configs("knockoff")
     if not args.no_run:
         chosen = [p for p in paths if not args.only or p.stem in args.only]
-        common.run_configs(chosen, args.out, seeds=args.seeds, budgets=args.budgets)
+        common.run_configs(
+            chosen, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks
+        )
     write_docs(common.read_results(args.out, [p.stem for p in paths]), args.docs)
 
 

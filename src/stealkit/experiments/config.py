@@ -98,6 +98,7 @@ class TransferConfig(_Strict):
     step_size: float | None = Field(default=None, gt=0)  # None: 2.5 * eps / steps
     targeted: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
     limit: int = Field(default=500, ge=1)
+    seed: int = 0  # the targets of targeted attacks and PGD's starts: the same for every source
     data: DataConfig | None = None
     baseline: BaselineConfig | None = Field(default_factory=BaselineConfig)
 

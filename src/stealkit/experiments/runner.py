@@ -206,6 +206,7 @@ def execute_run(
         if cfg.curve_every is not None:
             at = list(range(cfg.curve_every, spec.budget, cfg.curve_every)) + [spec.budget]
             curve = ctx.judge.curve(at)
+        t_attack = time.time()
         result = attack.run(
             oracle,
             pool=ctx.pool if attack.needs_pool else None,
@@ -215,11 +216,12 @@ def execute_run(
             device=ctx.device,
             monitor=curve,
         )
+        rec.attack_seconds = time.time() - t_attack
         rec.curve = curve.points if curve is not None else None
         rec.metrics = ctx.judge.evaluate(result.surrogate)
         rec.info = result.info
         if ctx.transfer is not None:
-            rec.transfer = ctx.transfer.table(result.surrogate, spec.seed)
+            rec.transfer = ctx.transfer.table(result.surrogate)
     except KeyboardInterrupt:
         rec.status, rec.error = "interrupted", "interrupted by the user (SIGINT) during the run"
     except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
@@ -231,6 +233,20 @@ def execute_run(
     rec.wall_seconds = time.time() - t
     rec.threads = torch.get_num_threads()
     return rec
+
+
+def machine() -> dict[str, Any]:
+    """Where the results were made (a run's own thread count is in its record)."""
+    import os
+    import platform
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def summary(rec: RunRecord) -> str:
@@ -313,6 +329,7 @@ class Experiment:
             stealkit_version=__version__,
             device=str(self.device),
             config=cfg.model_dump(mode="json"),
+            machine=machine(),
             planned=[s.as_dict() for s in runs],
             complete=False,
             invocations=invocations,
@@ -355,7 +372,7 @@ class Experiment:
                 known[name] = ctx.judge.defense_utility(name, build_run_defense(self.cfg, name))
         facts: dict[str, Any] = {"victim": ctx.facts(), "defenses": list(known.values())}
         if ctx.transfer is not None and "transfer_baseline" not in store.data:
-            base = ctx.transfer.baseline(self.cfg.data_dir)
+            base = ctx.transfer.baseline(self.cfg.data_dir, ctx.judge.evaluate)
             if base is not None:
                 facts["transfer_baseline"] = base
         store.update(**facts)

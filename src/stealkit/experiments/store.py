@@ -61,6 +61,7 @@ class RunRecord:
     transfer: list[dict[str, Any]] | None = None
     ledger: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    attack_seconds: float | None = None  # the attack alone, without judging
     threads: int | None = None  # torch CPU threads: results repeat exactly at the same count
     started: str | None = None
     invocation: int | None = None

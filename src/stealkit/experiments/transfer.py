@@ -6,6 +6,7 @@ from the thief's ledger."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,8 +52,9 @@ class TransferJudge:
         idx = keep.nonzero().flatten()[: settings.limit]
         self.x, self.y = x_eval[idx], y[idx]
 
-    def table(self, source: nn.Module, seed: int) -> list[dict[str, Any]]:
-        """One row per (eps, targeted, method)."""
+    def table(self, source: nn.Module) -> list[dict[str, Any]]:
+        """One row per (eps, targeted, method); every source is attacked towards the same
+        targets (``transfer.seed``), so stolen models and the baseline compare."""
         t, rows = self.t, []
         for eps in t.eps:
             rows += transfer_table(
@@ -66,14 +68,17 @@ class TransferJudge:
                 steps=t.steps,
                 step_size=t.step_size if t.step_size is not None else 2.5 * eps / t.steps,
                 targeted=t.targeted,
-                seed=seed,
+                seed=t.seed,
                 device=self.device,
             )
         return rows
 
-    def baseline(self, data_dir: str | None) -> dict[str, Any] | None:
-        """Train the independent baseline (its own labelled data, no victim answers) and attack
-        the victim from it."""
+    def baseline(
+        self, data_dir: str | None, evaluate: Callable[[nn.Module], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Train the independent baseline (its own labelled data, no victim answers), judge it
+        like a stolen model (``evaluate``: agreement and accuracy on the evaluation set) and
+        attack the victim from it."""
         b = self.t.baseline
         if b is None:
             return None
@@ -110,6 +115,7 @@ class TransferJudge:
             "arch": b.arch,
             "epochs": b.epochs,
             "accuracy_on_transfer_set": acc,
+            "metrics": evaluate(model),
             "train_seconds": time.time() - t0,
-            "transfer": self.table(model, 0),
+            "transfer": self.table(model),
         }
