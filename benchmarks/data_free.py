@@ -177,10 +177,13 @@ def transfer_table(rows: list[Row], v: dict[str, Any]) -> list[str]:
     sources = [(_label(r), r["transfer"]) for r in rows if r["transfer"]]
     b = v["baseline"]
     if b:
-        name = (
-            f"baseline ({b['arch']}, {b['epochs']} epochs on {b['data']}, "
-            f"acc {b['accuracy_on_transfer_set']:.3f} on the transfer images)"
+        m = b.get("metrics") or {}
+        judged = (
+            f"acc {m['accuracy']:.3f}, agreement {m['agreement']:.3f} on the evaluation set"
+            if m.get("accuracy") is not None
+            else f"acc {b['accuracy_on_transfer_set']:.3f} on the transfer images"
         )
+        name = f"baseline ({b['arch']}, {b['epochs']} epochs on {b['data']}, {judged})"
         sources.append((name, b["transfer"]))
     if not sources:
         return []

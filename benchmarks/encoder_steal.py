@@ -1,485 +1,314 @@
 """Encoder stealing re-measured: Cont-Steal (Sha et al., CVPR 2023), the SSL-extraction losses
 (Dziedzic et al., ICML 2022), StolenEncoder (Liu et al., CCS 2022) and stealing the classifier.
 
-    python -m benchmarks.encoder_steal [--only SECTION ...] [--budget N]
+    python -m benchmarks.encoder_steal [--only NAME ...] [--no-run] [--seeds S ...]
+                                       [--budgets B ...] [--attacks A ...]
+                                       [--out runs/benchmarks] [--docs docs/results]
 
-Sections (each finished run is stored in docs/results/encoder_stealing.json at once, so a cut-off
-benchmark resumes where it stopped; the Markdown is rebuilt from that file):
+Runs the configs of benchmarks/encoder_steal/ (each also runnable alone with `stealkit run`)
+through stealkit's runner into <out>/<name>/results.json (a cut-off run resumes, buying only what
+it had not finished), then writes every run found there as encoder_stealing.md and
+encoder_stealing.json in --docs. Several seeds: mean ± sd. The configs, by name:
 
-- ``victims``: SimCLR, MoCo v2, BYOL and SimSiam encoders pre-trained here on Fashion-MNIST train
-  (labels unused), and a supervised encoder; pre-training time on this machine and linear-probe
-  accuracy (from each checkpoint's meta).
-- ``losses``: against the SimCLR victim at ``--budget`` queries (default 10k), Cont-Steal against
-  MSE, cosine, InfoNCE, soft nearest neighbour, Wasserstein and StolenEncoder, and Cont-Steal
-  without its D_self negatives; pools in distribution (Fashion-MNIST train) and out of it
-  (20,000 crops of scikit-image's natural photos).
-- ``classifier``: the same budget spent stealing the downstream classifier (victim encoder + its
-  linear head) from its labels and from its posteriors (Knockoff, random transfer set).
-- ``defences``: Cont-Steal and MSE (in-distribution pool) against embedding noise, top-k and
-  rounding at several strengths; protection (stolen agreement) against utility (the victim's own
-  downstream accuracy under the defence).
-- ``efficientnet``: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, Fashion-MNIST as
-  the downstream task (the labelled data there is offline), pools Fashion-MNIST train and the
-  natural-photo crops, a small ResNet on 3x-downsampled inputs as the surrogate.
+- encoder-victims-*: SimCLR, MoCo v2, BYOL and SimSiam encoders pre-trained here on Fashion-MNIST
+  train (labels unused) and a supervised encoder; pre-training time and probe accuracy from each
+  victim's meta, and one MSE run each.
+- encoder-losses-in/-out: the SimCLR victim stolen by each loss, pool in distribution
+  (Fashion-MNIST train) and out of it (crops of scikit-image's natural photos).
+- encoder-classifier-*: the victim encoder + its linear head (``probed-encoder``) served as a
+  classifier answering probabilities or labels, stolen with Knockoff (random transfer set).
+- encoder-defences: Cont-Steal and MSE against embedding noise, top-k and rounding; utility is
+  the victim's downstream accuracy for honest users behind each defence.
+- encoder-efficientnet-in/-out: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, a
+  resnet8 on 3x-downsampled inputs as the surrogate.
 
-Judging (never queried through the thief's ledger): a linear head on frozen features, the same
-protocol for the victim and each stolen encoder (``EncoderJudge``): trained on 5,000 labelled
-Fashion-MNIST train images, tested on 5,000 Fashion-MNIST test images. ``agreement``: stolen
-encoder + its head against victim encoder + its head.
+Judging (never through the thief's ledger): linear heads on frozen features, one protocol for the
+victim and every stolen encoder, trained on the config's ``probe:`` images and tested on its
+``eval:`` images; ``agreement``: stolen encoder + its head against victim encoder + its head.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-from stealkit.experiments.encoders import EncoderJudge, encoder_oracle, surrogate_encoder
-from torch import Tensor, nn
+from benchmarks import common
+from stealkit.report import format as fmt
+from stealkit.report.read import by_setting, get, metric, missing_runs, num, planned_runs
 
-from benchmarks.common import RESULTS, machine
-from stealkit.attacks import ContSteal, EncoderStealing, KnockoffNets, StolenEncoder, TrainRecipe
-from stealkit.data import load_dataset, to_spec
-from stealkit.data.pool import QueryPool
-from stealkit.defenses import build_defense
-from stealkit.metrics import evaluate_stolen
-from stealkit.models import build_model
-from stealkit.models.encoder import SurrogateEncoder, embed
-from stealkit.oracle import Ledger, LocalOracle
-from stealkit.train.loop import default_device
-from stealkit.victims.base import Victim
-from stealkit.victims.registry import load_victim
-
-JSON = RESULTS / "encoder_stealing.json"
-SECTIONS = ("victims", "losses", "classifier", "defences", "efficientnet")
-BUDGET = 10_000
-SURROGATE = "cnn3"
-# Pre-training of the self-supervised victims: sized so that each takes well under 20 minutes on
-# 2 CPU cores (the measured time is in the results).
-SSL: dict[str, Any] = {
-    "dataset": "fashion-mnist",
-    "arch": "cnn3",
-    "epochs": 10,
-    "max_images": 20_000,
-}
-METHODS = ("simclr", "moco", "byol", "simsiam")
-PROBE = {"train": 5_000, "test": 5_000, "epochs": 30}
-# Out of distribution: random crops of scikit-image's natural photos (full MNIST and CIFAR are not
-# available offline), turned grey and 28x28 by the victim's input spec.
-POOLS = {"in": ("fashion-mnist", "train"), "out": ("skimage-crops", "train")}
-ATTACKS: dict[str, Callable[[], Any]] = {
-    "contsteal": lambda: ContSteal(),
-    "contsteal-no-self": lambda: ContSteal(self_negatives=False),
-    "mse": lambda: EncoderStealing(loss="mse"),
-    "cosine": lambda: EncoderStealing(loss="cosine"),
-    "infonce": lambda: EncoderStealing(loss="infonce"),
-    "soft-nn": lambda: EncoderStealing(loss="soft-nn"),
-    "wasserstein": lambda: EncoderStealing(loss="wasserstein"),
-    "stolenencoder": lambda: StolenEncoder(),
-}
-DEFENCES: dict[str, tuple[str, dict[str, Any]]] = {
-    "noise 0.1": ("embedding_noise", {"sigma": 0.1, "relative": True}),
-    "noise 0.3": ("embedding_noise", {"sigma": 0.3, "relative": True}),
-    "noise 1.0": ("embedding_noise", {"sigma": 1.0, "relative": True}),
-    "top-16": ("embedding_topk", {"k": 16}),
-    "top-64": ("embedding_topk", {"k": 64}),
-    "round 0": ("embedding_rounding", {"decimals": 0}),
-    "round 1": ("embedding_rounding", {"decimals": 1}),
-}
-CLASSIFIER_RECIPE = TrainRecipe(epochs=30, min_steps=600, batch_size=128, lr=1e-3, augment=False)
-EFFNET = {"image_size": 96, "probe_train": 5_000, "probe_test": 2_000, "budget": 20_000}
+Results = dict[str, Any]
+Runs = Sequence[Mapping[str, Any]]
+BENCH = "encoder_steal"
+POOLS = {"fashion-mnist": "in", "skimage-crops": "out"}
+VICTIMS = ("simclr", "moco", "byol", "simsiam", "supervised")  # the victims table's order
+ATTACKS = ("contsteal", "encoder-mse")  # the defence table's columns
+KEPT = "attack defense budget seed surrogate metrics attack_seconds wall_seconds threads".split()
+KEPT += ["attack_repr", "defense_repr"]  # of each record, in encoder_stealing.json
 
 
-def load() -> dict[str, Any]:
-    return json.loads(JSON.read_text()) if JSON.exists() else {"runs": {}}
+def table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    rule = "|" + "|".join("---" if i < left else "---:" for i in range(len(head))) + "|"
+    return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def save(res: dict[str, Any]) -> None:
-    """Write ``res``, keeping runs another invocation stored meanwhile (sections may run in
-    parallel processes)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    res["runs"] = {**load()["runs"], **res["runs"]}
-    res["machine"] = machine()
-    JSON.write_text(json.dumps(res, indent=2))
-    (RESULTS / "encoder_stealing.md").write_text(markdown(res))
+def section(results: dict[str, Results], prefix: str) -> dict[str, Results]:
+    return {name: res for name, res in results.items() if name.startswith(prefix)}
 
 
-def ssl_victim(method: str) -> Victim:
-    return load_victim("ssl", method=method, **SSL)
+def groups(res: Results) -> list[tuple[str, str, int, Runs]]:
+    """(attack, defence, budget, its finished runs over seeds) of one experiment, sorted."""
+    return [(a, d, b, g) for (a, d, b), g in by_setting(common.ok_runs(res)).items()]
 
 
-def fashion_judge(
-    victim: Victim,
-    device: torch.device,
-    n_train: int = PROBE["train"],
-    n_test: int = PROBE["test"],
-) -> EncoderJudge:
-    """Linear probes on Fashion-MNIST (seeded subsets), in the victim's input spec."""
-    train = load_dataset("fashion-mnist", "train").limit(n_train, seed=1)
-    test = load_dataset("fashion-mnist", "test").limit(n_test, seed=1)
-    assert train.y is not None and test.y is not None
-    return EncoderJudge(
-        victim,
-        to_spec(train.images(), victim.spec),
-        train.y,
-        to_spec(test.images(), victim.spec),
-        test.y,
-        epochs=PROBE["epochs"],
-        device=device,
-    )
+def stat(runs: Runs, *keys: str) -> str:
+    return fmt.mean_std(metric(runs, *keys))
 
 
-def steal_encoder(
-    attack: Any,
-    victim: Victim,
-    pool: QueryPool,
-    judge: EncoderJudge,
-    budget: int,
-    device: torch.device,
-    *,
-    defence: tuple[str, dict[str, Any]] | None = None,
-    surrogate: SurrogateEncoder | None = None,
-) -> dict[str, Any]:
-    ledger = Ledger(budget=budget)
-    d = build_defense(defence[0], **defence[1]) if defence else None
-    oracle = encoder_oracle(victim, d, ledger, device)
-    sur = surrogate or surrogate_encoder(SURROGATE, victim, oracle.output_dim)
-    t0 = time.perf_counter()
-    result = attack.run(oracle, pool=pool, surrogate=sur, budget=budget, seed=0, device=device)
-    seconds = time.perf_counter() - t0
-    return {
-        **judge.evaluate(result.surrogate),
-        "queries": ledger.spent,
-        "seconds": round(seconds, 1),
-        "attack": repr(attack),
-    }
+def mean(runs: Runs, *keys: str) -> float | None:
+    values = metric(runs, *keys)
+    return sum(values) / len(values) if values else None
 
 
-def section_victims(res: dict[str, Any], device: torch.device) -> None:
-    for method in METHODS:
-        key = f"victims/{method}"
-        if key in res["runs"]:
-            continue
-        t0 = time.perf_counter()
-        v = ssl_victim(method)
-        res["runs"][key] = {
-            "train_seconds": v.meta.get("train_seconds"),
-            "probe_accuracy": v.meta.get("probe_accuracy"),
-            "feature_dim": v.meta.get("feature_dim"),
-            "train_size": v.meta.get("train_size"),
-            "epochs": v.meta.get("epochs"),
-            "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
-        }
-        print(key, res["runs"][key], flush=True)
-        save(res)
-    key = "victims/supervised"
-    if key not in res["runs"]:
-        v = load_victim("supervised-encoder", dataset="fashion-mnist", arch="cnn3", epochs=5)
-        judge = fashion_judge(v, device)
-        res["runs"][key] = {
-            "train_seconds": v.meta.get("train_seconds"),
-            "probe_accuracy": judge.victim_probe.accuracy,
-            "feature_dim": v.meta.get("feature_dim"),
-            "epochs": v.meta.get("epochs"),
-        }
-        print(key, res["runs"][key], flush=True)
-        save(res)
+def victim_meta(res: Results) -> dict[str, Any]:
+    """The victim's meta, as its repr in the results' header records it (``Victim.__repr__``)."""
+    text = get(res, "victim", "repr")
+    if not isinstance(text, str) or "meta=" not in text:
+        return {}
+    try:
+        meta = ast.literal_eval(text.split("meta=", 1)[1].removesuffix(")"))
+    except (ValueError, SyntaxError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
-def section_losses(
-    res: dict[str, Any], device: torch.device, budget: int, attacks: list[str], pools: list[str]
-) -> None:
-    victim = ssl_victim("simclr")
-    judge = fashion_judge(victim, device)
-    for pool_name in pools:
-        ds, split = POOLS[pool_name]
-        pool = QueryPool(load_dataset(ds, split), victim.spec)
-        key = f"losses/{pool_name}/untrained/0"
-        if key not in res["runs"]:  # the floor: a surrogate that bought nothing
-            torch.manual_seed(0)
-            sur = surrogate_encoder(SURROGATE, victim, int(victim.meta["feature_dim"]))
-            res["runs"][key] = {**judge.evaluate(sur), "queries": 0, "seconds": 0.0}
-            print(key, _short(res["runs"][key]), flush=True)
-            save(res)
-        for name in attacks:
-            make = ATTACKS[name]
-            key = f"losses/{pool_name}/{name}/{budget}"
-            if key in res["runs"]:
-                continue
-            res["runs"][key] = steal_encoder(make(), victim, pool, judge, budget, device)
-            print(key, _short(res["runs"][key]), flush=True)
-            save(res)
+def pool(res: Results) -> str:
+    dataset = get(res, "config", "pool", "dataset")
+    return POOLS.get(dataset, fmt.text(dataset))
 
 
-def section_classifier(res: dict[str, Any], device: torch.device, budget: int) -> None:
-    """Steal victim encoder + its linear head as a classifier, from labels and from posteriors."""
-    victim = ssl_victim("simclr")
-    judge = fashion_judge(victim, device)
-    clf = nn.Sequential(victim.model, judge.victim_probe.head).eval()
-    x_eval, y_eval = judge.test_x, judge.test_y
-    victim_pred = judge.victim_probe.predictions
-    for pool_name, (ds, split) in POOLS.items():
-        pool = QueryPool(load_dataset(ds, split), victim.spec)
-        for output in ("probabilities", "label"):
-            key = f"classifier/{pool_name}/{output}/{budget}"
-            if key in res["runs"]:
-                continue
-            ledger = Ledger(budget=budget)
-            oracle = LocalOracle(clf, victim.spec, output=output, ledger=ledger, device=device)
-            sur = build_model(
-                SURROGATE, in_channels=1, num_classes=judge.num_classes, image_size=28
-            )
-            attack = KnockoffNets(strategy="random", online_steps=0, recipe=CLASSIFIER_RECIPE)
-            t0 = time.perf_counter()
-            result = attack.run(
-                oracle, pool=pool, surrogate=sur, budget=budget, seed=0, device=device
-            )
-            m = evaluate_stolen(
-                result.surrogate,
-                x_eval,
-                y_eval,
-                victim_pred,
-                judge.victim_probe.accuracy,
-                device=device,
-            )
-            res["runs"][key] = {
-                **m,
-                "victim_accuracy": judge.victim_probe.accuracy,
-                "queries": ledger.spent,
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            print(key, _short(res["runs"][key]), flush=True)
-            save(res)
+def seconds(runs: Runs) -> str:
+    """The attack's own time (buying and training, not judging); wall time for older records."""
+    times = [r.get("attack_seconds", r.get("wall_seconds")) for r in runs]
+    known = [t for t in map(num, times) if t is not None]
+    return fmt.seconds(sum(known) / len(known) if known else None)
 
 
-def section_defences(
-    res: dict[str, Any], device: torch.device, budget: int, attacks: list[str]
-) -> None:
-    victim = ssl_victim("simclr")
-    judge = fashion_judge(victim, device)
-    pool = QueryPool(load_dataset(*POOLS["in"]), victim.spec)
-    for name, (type_, params) in DEFENCES.items():
-        ukey = f"utility/{name}"
-        if ukey not in res["runs"]:
-            res["runs"][ukey] = judge.defense_utility(name, build_defense(type_, **params))
-            save(res)
-        for attack in attacks:
-            key = f"defences/{name}/{attack}/{budget}"
-            if key in res["runs"]:
-                continue
-            r = steal_encoder(
-                ATTACKS[attack](), victim, pool, judge, budget, device, defence=(type_, params)
-            )
-            res["runs"][key] = r
-            print(key, _short(r), flush=True)
-            save(res)
+def label(attack: str) -> str:
+    return attack.removeprefix("encoder-")
 
 
-class Downsampled(nn.Module):
-    """A backbone that sees its input average-pooled by ``factor``: a CPU-sized surrogate for a
-    victim that takes large images. ``features`` is the pooled backbone's embedding."""
-
-    def __init__(self, net: nn.Module, factor: int) -> None:
-        super().__init__()
-        self.net, self.factor = net, factor
-
-    def features(self, x: Tensor) -> Tensor:
-        return embed(self.net, F.avg_pool2d(x, self.factor))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.features(x)
-
-
-def section_efficientnet(
-    res: dict[str, Any],
-    device: torch.device,
-    attacks: list[str] | None = None,
-    only_pools: list[str] | None = None,
-) -> None:
-    size, budget = EFFNET["image_size"], EFFNET["budget"]
-    victim = load_victim("efficientnet-lite0", image_size=size)
-    t0 = time.perf_counter()
-    judge = fashion_judge(victim, device, EFFNET["probe_train"], EFFNET["probe_test"])
-    res["runs"]["efficientnet/victim"] = {
-        "probe_accuracy": judge.victim_probe.accuracy,
-        "image_size": size,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    save(res)
-    factor = size // 32
-    pools = {name: QueryPool(load_dataset(*POOLS[name]), victim.spec) for name in POOLS}
-    for pool_name, name in (
-        ("in", "mse"),
-        ("out", "mse"),
-        ("in", "contsteal"),
-        ("out", "contsteal"),
-    ):
-        key = f"efficientnet/{pool_name}/{name}/{budget}"
-        if (
-            key in res["runs"]
-            or name not in (attacks or [name])
-            or pool_name not in (only_pools or [pool_name])
-        ):
-            continue
-        net = build_model("resnet8", in_channels=3, num_classes=10, image_size=size // factor)
-        sur = SurrogateEncoder(
-            Downsampled(net, factor), victim.spec.shape, victim.meta["output_dim"]
+def victims(results: dict[str, Results]) -> list[str]:
+    found = section(results, "encoder-victims-")
+    order = [f"encoder-victims-{m}" for m in VICTIMS]
+    names = [n for n in order if n in found] + sorted(set(found) - set(order))
+    if not names:
+        return []
+    rows: list[list[str]] = []
+    ssl: dict[str, Any] = {}
+    for name in names:
+        res, meta = found[name], victim_meta(found[name])
+        accuracy = meta.get("probe_accuracy")
+        if meta.get("method") == "supervised":  # no probe in its meta: the benchmark's
+            accuracy = get(res, "victim", "test_accuracy")
+        else:
+            params = get(res, "config", "victim", "params") or {}
+            ssl = {k: v for k, v in params.items() if k not in ("method", "cache_dir")}
+        stolen = "; ".join(
+            f"{stat(g, 'metrics', 'agreement')} ({b:,} q)" for *_, b, g in groups(res)
         )
-        r = steal_encoder(
-            ATTACKS[name](), victim, pools[pool_name], judge, budget, device, surrogate=sur
+        rows.append(
+            [
+                name.removeprefix("encoder-victims-"),
+                fmt.seconds(meta.get("train_seconds")),
+                fmt.fraction(accuracy),
+                fmt.count(meta.get("feature_dim")),
+                stolen or fmt.MISSING,
+            ]
         )
-        res["runs"][key] = r
-        print(key, _short(r), flush=True)
-        save(res)
-
-
-def _defence_run(runs: dict[str, Any], name: str, attack: str) -> dict[str, Any]:
-    """The stored run of ``attack`` against defence ``name``, at whatever ``--budget`` it ran."""
-    prefix = f"defences/{name}/{attack}/"
-    return next((r for k, r in runs.items() if k.startswith(prefix)), {})
-
-
-def _short(r: dict[str, Any]) -> str:
-    keys = ("accuracy", "agreement", "relative_accuracy", "queries", "seconds")
-    return ", ".join(
-        f"{k} {r[k]:.3f}" if isinstance(r.get(k), float) else f"{k} {r.get(k)}" for k in keys
-    )
-
-
-def _f(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
-
-
-def markdown(res: dict[str, Any]) -> str:
-    runs = res["runs"]
-    out = [
-        "# Encoder stealing",
+    cfg = found[names[-1]].get("config", {})
+    head = ["encoder", "pre-training (s)", "linear-probe accuracy", "embedding size"]
+    return [
+        "## Victims (Fashion-MNIST, cnn3 backbone)",
         "",
-        "Written by `python -m benchmarks.encoder_steal`; raw numbers in "
-        "`encoder_stealing.json`. Machine: " + json.dumps(res.get("machine", {})) + ".",
+        f"Self-supervised pre-training: `{ssl}`. Linear probe of the self-supervised ones: their "
+        "checkpoint's (10k train images, full test split); of the supervised one: the "
+        f"benchmark's ({fmt.count(get(cfg, 'probe', 'limit'))} train / "
+        f"{fmt.count(get(cfg, 'eval', 'limit'))} test). "
+        "Last column: agreement of an MSE copy bought from Fashion-MNIST train.",
+        "",
+        *table([*head, "MSE agreement"], rows),
         "",
     ]
-    vic = {k.split("/")[1]: v for k, v in runs.items() if k.startswith("victims/")}
-    if vic:
-        out += [
-            "## Victims (Fashion-MNIST, cnn3 backbone)",
-            "",
-            f"Self-supervised pre-training: {SSL}. Linear probe: 10k train images, full test split "
-            "(supervised: the benchmark's probe, 5k/5k).",
-            "",
-            "| encoder | pre-training (s) | linear-probe accuracy | embedding size |",
-            "|---|---:|---:|---:|",
-        ]
-        for m, v in vic.items():
-            out.append(
-                f"| {m} | {_f(v.get('train_seconds'))} | {_f(v.get('probe_accuracy'))} | "
-                f"{v.get('feature_dim')} |"
+
+
+def stealing(results: dict[str, Results]) -> list[str]:
+    rows = []
+    parts = {**section(results, "encoder-losses-"), **section(results, "encoder-classifier-")}
+    for res in parts.values():
+        output = get(res, "config", "victim", "output")
+        for attack, *_, g in groups(res):
+            what = label(attack) if output == "embedding" else f"classifier from {output}"
+            rows.append(
+                [
+                    what,
+                    pool(res),
+                    fmt.count(mean(g, "ledger", "spent")),
+                    *(stat(g, "metrics", k) for k in ("accuracy", "agreement")),
+                    *(stat(g, "metrics", k) for k in ("relative_accuracy", "embedding_cosine")),
+                    seconds(g),
+                ]
             )
-        out.append("")
-    table_keys = [k for k in runs if k.startswith(("losses/", "classifier/"))]
-    if table_keys:
-        out += [
-            "## Steal the encoder or the classifier (SimCLR victim)",
-            "",
-            "Downstream task: Fashion-MNIST (linear probe). `classifier/...`: the victim encoder "
-            "+ its linear head served as a classifier and stolen with Knockoff (random).",
-            "",
-            "| run | pool | queries | accuracy | agreement | accuracy / victim's | cosine | seconds |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
+    if not rows:
+        return []
+    head = ["run", "pool", "queries", "accuracy", "agreement", "accuracy / victim's", "cosine"]
+    return [
+        "## Steal the encoder or the classifier (SimCLR victim)",
+        "",
+        "Downstream task: Fashion-MNIST (linear probe). `classifier from ...`: the victim encoder "
+        "+ its linear head served as a classifier and stolen with Knockoff (random). Seconds: "
+        "the attack's own time (buying and training; judging not included).",
+        "",
+        *table([*head, "seconds"], rows, 2),
+        "",
+    ]
+
+
+def defences(results: dict[str, Results]) -> list[str]:
+    res = results.get("encoder-defences")
+    if res is None:
+        return []
+    runs = {(a, d, b): g for a, d, b, g in groups(res)}
+    budgets = sorted({b for _, _, b in runs})
+    rows = [
+        [
+            d["name"],
+            fmt.fraction(d.get("victim_accuracy")),
+            fmt.fraction(d.get("mean_relative_l2_change")),
+            f"{b:,}",
+            *(stat(runs.get((a, d["name"], b), []), "metrics", "agreement") for a in ATTACKS),
         ]
-        for k in sorted(table_keys):
-            r = runs[k]
-            _, pool, name, _b = k.split("/")
-            label = name if k.startswith("losses/") else f"classifier from {name}"
-            if name == "untrained":
-                label = "untrained surrogate (no queries: the floor)"
-            out.append(
-                f"| {label} | {pool} | {r.get('queries')} | {_f(r.get('accuracy'))} | "
-                f"{_f(r.get('agreement'))} | {_f(r.get('relative_accuracy'))} | "
-                f"{_f(r.get('embedding_cosine'))} | {_f(r.get('seconds'))} |"
-            )
-        out.append("")
-    util = {k.split("/", 1)[1]: v for k, v in runs.items() if k.startswith("utility/")}
-    if util:
-        out += [
-            "## Embedding defences (in-distribution pool)",
-            "",
-            "Utility: the victim's own downstream accuracy when honest users train and test "
-            "their linear head on defended embeddings. Protection: the stolen encoder's "
-            "agreement (lower protects more).",
-            "",
-            "| defence | victim accuracy | relative L2 change | Cont-Steal agreement | "
-            "MSE agreement |",
-            "|---|---:|---:|---:|---:|",
+        for d in res.get("defenses", [])
+        for b in budgets
+    ]
+    head = ["defence", "victim accuracy", "relative L2 change", "queries"]
+    return [
+        "## Embedding defences (in-distribution pool)",
+        "",
+        "Utility: the victim's own downstream accuracy when honest users train and test their "
+        "linear head on defended embeddings (undefended: "
+        f"{fmt.fraction(get(res, 'victim', 'test_accuracy'))}). Protection: the stolen encoder's "
+        "agreement (lower protects more).",
+        "",
+        *table([*head, "Cont-Steal agreement", "MSE agreement"], rows),
+        "",
+    ]
+
+
+def efficientnet(results: dict[str, Results]) -> list[str]:
+    found = section(results, "encoder-efficientnet-")
+    if not found:
+        return []
+    rows = [
+        [
+            label(attack),
+            pool(res),
+            fmt.count(mean(g, "ledger", "spent")),
+            *(stat(g, "metrics", k) for k in ("accuracy", "relative_accuracy", "agreement")),
+            seconds(g),
         ]
-        for name, u in util.items():
-            cs, ms = (_defence_run(runs, name, attack) for attack in ("contsteal", "mse"))
-            out.append(
-                f"| {name} | {_f(u.get('victim_accuracy'))} | "
-                f"{_f(u.get('mean_relative_l2_change'))} | {_f(cs.get('agreement'))} | "
-                f"{_f(ms.get('agreement'))} |"
-            )
-        out.append("")
-    eff = {k: v for k, v in runs.items() if k.startswith("efficientnet/")}
-    if eff:
-        vic_acc = eff.get("efficientnet/victim", {}).get("probe_accuracy")
-        out += [
-            "## EfficientNet-Lite0 (real, ImageNet) as the victim",
-            "",
-            f"Input {EFFNET['image_size']} px; downstream Fashion-MNIST ({EFFNET['probe_train']} "
-            f"probe-train, {EFFNET['probe_test']} test images); victim linear-probe accuracy "
-            f"{_f(vic_acc)}. Surrogate: resnet8 on 3x-downsampled inputs.",
-            "",
-            "| attack | pool | queries | accuracy | accuracy / victim's | agreement | seconds |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for k, r in eff.items():
-            if k == "efficientnet/victim":
-                continue
-            _, pool, name, _b = k.split("/")
-            out.append(
-                f"| {name} | {pool} | {r.get('queries')} | {_f(r.get('accuracy'))} | "
-                f"{_f(r.get('relative_accuracy'))} | {_f(r.get('agreement'))} | "
-                f"{_f(r.get('seconds'))} |"
-            )
-        out.append("")
-    return "\n".join(out)
+        for res in found.values()
+        for attack, _, _, g in groups(res)
+    ]
+    res = next(iter(found.values()))
+    cfg = res.get("config", {})
+    head = ["attack", "pool", "queries", "accuracy", "accuracy / victim's", "agreement", "seconds"]
+    return [
+        "## EfficientNet-Lite0 (real, ImageNet) as the victim",
+        "",
+        f"Input {get(cfg, 'victim', 'params', 'image_size')} px; downstream Fashion-MNIST "
+        f"({fmt.count(get(cfg, 'probe', 'limit'))} probe-train, "
+        f"{fmt.count(get(cfg, 'eval', 'limit'))} test images); "
+        f"victim linear-probe accuracy {fmt.fraction(get(res, 'victim', 'test_accuracy'))}. "
+        f"Surrogate: {get(cfg, 'surrogate', 'arch')} (resnet8 on 3x-downsampled inputs).",
+        "",
+        *table(head, rows, 2),
+        "",
+    ]
+
+
+def unfinished(results: dict[str, Results]) -> list[str]:
+    lines = []
+    for name, res in results.items():
+        missing = missing_runs(planned_runs(res) or [], res.get("runs", []))
+        if missing:
+            lines.append(f"- {name}: {len(missing)} planned runs not finished")
+    return ["## Not finished", "", *lines, ""] if lines else []
+
+
+def markdown(results: dict[str, Results]) -> str:
+    runs = [r for res in results.values() for r in common.ok_runs(res)]
+    seeds = sorted({r["seed"] for r in runs})
+    found = [res["machine"] for res in results.values() if res.get("machine")]
+    machines = list({json.dumps(m, sort_keys=True): m for m in found}.values()) or [
+        common.machine()
+    ]
+    lines = [
+        "# Encoder stealing",
+        "",
+        "Written by `python -m benchmarks.encoder_steal` (configs: `benchmarks/encoder_steal/`); "
+        f"compact numbers in `encoder_stealing.json`. Seeds: {', '.join(map(str, seeds))}"
+        + (" (cells: mean ± sd over seeds)" if len(seeds) > 1 else "")
+        + f". Threads per run: {sorted({r.get('threads') for r in runs}, key=str)}. "
+        f"Machine: {json.dumps(machines[0] if len(machines) == 1 else machines)}.",
+        "",
+    ]
+    for part in (victims, stealing, defences, efficientnet, unfinished):
+        lines += part(results)
+    return "\n".join(lines)
+
+
+def write_docs(results: dict[str, Results], docs: Path) -> None:
+    if not any(common.ok_runs(res) for res in results.values()):
+        raise SystemExit("no finished encoder-stealing runs to write up; run the benchmark first")
+    docs.mkdir(parents=True, exist_ok=True)
+    text = markdown(results)
+    (docs / "encoder_stealing.md").write_text(text)
+    data = {
+        name: {
+            "victim": res.get("victim"),
+            "defenses": res.get("defenses", []),
+            "complete": res.get("complete"),
+            "machine": res.get("machine"),
+            "runs": [
+                {**{k: r.get(k) for k in KEPT}, "spent": get(r, "ledger", "spent")}
+                for r in common.ok_runs(res)
+            ],
+        }
+        for name, res in results.items()
+    }
+    blob = {"machine": common.machine(), "experiments": data}
+    (docs / "encoder_stealing.json").write_text(json.dumps(blob, indent=1))
+    print(text)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
-    ap.add_argument("--budget", type=int, default=BUDGET, help="queries per encoder attack")
-    ap.add_argument(
-        "--attacks", nargs="*", choices=list(ATTACKS), help="losses, defences: only these attacks"
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--pools", nargs="*", choices=list(POOLS), help="losses, efficientnet: only these pools"
-    )
+    common.add_run_arguments(ap, BENCH)
+    ap.add_argument("--docs", type=Path, default=common.RESULTS, help="default: docs/results")
     args = ap.parse_args()
-    device = default_device()
-    res = load()
-    for section in args.only or SECTIONS:
-        t0 = time.perf_counter()
-        if section == "victims":
-            section_victims(res, device)
-        elif section == "losses":
-            section_losses(
-                res, device, args.budget, args.attacks or list(ATTACKS), args.pools or list(POOLS)
-            )
-        elif section == "classifier":
-            section_classifier(res, device, args.budget)
-        elif section == "defences":
-            section_defences(res, device, args.budget, args.attacks or ["contsteal", "mse"])
-        else:
-            section_efficientnet(res, device, args.attacks, args.pools)
-        res.setdefault("section_seconds", {})[section] = round(time.perf_counter() - t0, 1)
-        save(res)
-    print(f"wrote {JSON} and encoder_stealing.md")
+    paths = common.configs(BENCH)
+    if not args.no_run:
+        chosen = [p for p in paths if not args.only or p.stem in args.only]
+        common.run_configs(
+            chosen, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks
+        )
+    write_docs(common.read_results(args.out, [p.stem for p in paths]), args.docs)
 
 
 if __name__ == "__main__":

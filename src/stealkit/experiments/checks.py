@@ -38,7 +38,7 @@ def load_part(part: DataConfig, data_dir: str | None) -> ImageDataset:
     ds = load_dataset(part.dataset, part.split, data_dir=data_dir, **part.params)
     if part.start or part.stop is not None:
         ds = ds.subset(torch.arange(len(ds))[part.start : part.stop])
-    return ds.limit(part.limit)
+    return ds.limit(part.limit, part.seed)
 
 
 def _takes(factory: Any) -> str:

@@ -24,13 +24,14 @@ class VictimConfig(_Strict):
 
 class DataConfig(_Strict):
     """Images of a registered data set: ``split``, then the contiguous slice ``[start:stop]``,
-    then a seeded random subset of at most ``limit`` of them."""
+    then a random subset of at most ``limit`` of them, drawn with ``seed``."""
 
     dataset: str
     split: str = "train"
     start: int = Field(default=0, ge=0)
     stop: int | None = Field(default=None, ge=1)
     limit: int | None = Field(default=None, ge=1)
+    seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

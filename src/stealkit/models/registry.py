@@ -10,6 +10,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from stealkit.models.downsampled import resnet8_down3
+
 Builder = Callable[[int, int, int], nn.Module]
 _MODELS: dict[str, tuple[Builder, str]] = {}
 
@@ -197,3 +199,8 @@ register_model(
     "resnet8", ResNet8, description="3-stage ResNet, one basic block per stage, width 32"
 )
 register_model("mlp", MLP, description="2 hidden layers of 256")
+register_model(
+    "resnet8-down3",
+    resnet8_down3,
+    description="resnet8 on inputs average-pooled 3x (a small surrogate for large victims)",
+)

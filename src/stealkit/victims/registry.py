@@ -21,6 +21,7 @@ from stealkit.victims.digit_recognizer import load_digit_recognizer
 from stealkit.victims.efficientnet import load_efficientnet_lite0
 from stealkit.victims.encoders import pretrain_encoder, supervised_encoder
 from stealkit.victims.external import load_onnx, load_python
+from stealkit.victims.probed import describe_probed_encoder, load_probed_encoder
 from stealkit.victims.trained import train_victim
 
 
@@ -243,4 +244,12 @@ register_victim(
     description="a real ImageNet EfficientNet-Lite0 from PyPI (RGB, 1280-d pooled features, or "
     "logits with kind='classifier'); params: image_size (default 128), kind",
     describe=_describe_efficientnet,
+)
+register_victim(
+    "probed-encoder",
+    load_probed_encoder,
+    description="an encoder victim plus a linear head trained here on its embeddings of labelled "
+    "images, served as a classifier; params: encoder, encoder_params, dataset, split, start, "
+    "stop, limit, epochs, data_dir, device",
+    describe=describe_probed_encoder,
 )
