@@ -69,7 +69,7 @@ def run_configs(
     seeds: list[int] | None = None,
     budgets: list[int] | None = None,
     attacks: list[str] | None = None,
-    progress: bool | None = None,
+    progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run each config through the runner into ``out/<config name>/``; its results by name.
 

@@ -34,9 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}")
         return 0
     try:
-        results = Experiment(
-            cfg, out, progress=None if not args.no_progress else False, fresh=args.fresh
-        ).run()
+        results = Experiment(cfg, out, progress=not args.no_progress, fresh=args.fresh).run()
     except KeyboardInterrupt:
         print(
             f"stealkit: interrupted; every finished run is kept in {out / 'results.json'} "
@@ -172,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "results.json is kept beside as results.<time>.json); by default a run resumes",
     )
     r.add_argument(
-        "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
+        "--no-progress",
+        action="store_true",
+        help="no progress inside runs (default: bars on a terminal, a line about every 10%% "
+        "of a run's queries and training steps elsewhere); a line per finished run remains",
     )
     r.set_defaults(func=_cmd_run)
 

@@ -270,8 +270,8 @@ class Experiment:
     Args:
         cfg: the validated config.
         out_dir: the experiment's folder (``runs/<name>``).
-        progress: bars on a terminal / lines otherwise (None: when stderr is a terminal... or
-            not: lines are shown either way when True).
+        progress: show progress inside each run: bars when stderr is a terminal, else a line
+            about every 10% of the queries and training steps.
         fresh: redo every run (the folder's old results are kept beside, renamed).
     """
 
@@ -280,11 +280,11 @@ class Experiment:
         cfg: ExperimentConfig,
         out_dir: Path,
         *,
-        progress: bool | None = None,
+        progress: bool = True,
         fresh: bool = False,
     ) -> None:
         self.cfg, self.out_dir, self.fresh = cfg, out_dir, fresh
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = progress
         self.device = resolve_device(cfg.device)
 
     def run(self) -> dict[str, Any]:
