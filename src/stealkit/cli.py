@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from stealkit.errors import StealkitError
 
@@ -29,9 +30,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) / cfg.name
     runs = expand_grid(cfg)
     if args.dry_run:
-        print(f"stealkit run '{cfg.name}': {len(runs)} runs -> {out}/ (valid)", file=sys.stderr)
+        done = _done_runs(cfg, out) if not args.fresh else set()
+        print(
+            f"stealkit run '{cfg.name}': {len(runs)} runs -> {out}/ (valid; {len(done)} already "
+            "done there, which a run skips)",
+            file=sys.stderr,
+        )
         for r in runs:
-            print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}")
+            mark = "   (done)" if (r.attack, r.defense, r.budget, r.seed) in done else ""
+            print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}{mark}")
         return 0
     try:
         results = Experiment(cfg, out, progress=not args.no_progress, fresh=args.fresh).run()
@@ -51,6 +58,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _done_runs(cfg: Any, out: Path) -> set[tuple[str, str, int, int]]:
+    """The runs of ``cfg`` that ``out`` already holds as succeeded (what a run would skip)."""
+    from stealkit.experiments.runner import expand_grid, experiment_hash, run_config
+    from stealkit.experiments.store import config_hash
+    from stealkit.report import load_results
+
+    if not (out / "results.json").is_file():
+        return set()
+    data = load_results(out / "results.json")
+    if data.get("config_hash") != experiment_hash(cfg):
+        raise StealkitError(
+            f"{out} holds results of another experiment; a run would refuse it: give this one "
+            "another folder (--out, or --name), or add --fresh to replace them"
+        )
+    ok = {
+        (r["attack"], r["defense"], int(r["budget"]), int(r["seed"]), r.get("config_hash"))
+        for r in data["runs"]
+        if r.get("status") == "ok"
+    }
+    return {
+        (s.attack, s.defense, s.budget, s.seed)
+        for s in expand_grid(cfg)
+        if (s.attack, s.defense, s.budget, s.seed, config_hash(run_config(cfg, s))) in ok
+    }
 
 
 def _cmd_train_victim(args: argparse.Namespace) -> int:

@@ -234,3 +234,21 @@ def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(tmp_path: Pa
     ]
     for r in second["runs"]:
         assert r["invocation"] == (1 if r["budget"] in ok else 2)
+
+
+def test_dry_run_marks_the_runs_a_rerun_would_skip(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "grid": [{"attacks": ["kr"], "budgets": [100]}]}))
+    assert main(["run", str(path), "--out", str(tmp_path), "--no-progress"]) == 0
+    grown = {**CONFIG, "grid": [{"attacks": ["kr"], "budgets": [100, 150]}]}
+    path.write_text(yaml.safe_dump(grown))
+    capsys.readouterr()
+    assert main(["run", str(path), "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert "kr | none | 100 queries | seed 0   (done)" in out.out
+    assert "kr | none | 150 queries | seed 0\n" in out.out
+    assert "1 already done there" in out.err
+    other = {**grown, "price_per_1k": 9.0}
+    path.write_text(yaml.safe_dump(other))
+    assert main(["run", str(path), "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "holds results of another experiment" in capsys.readouterr().err
