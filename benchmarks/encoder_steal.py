@@ -74,7 +74,11 @@ def mean(runs: Runs, *keys: str) -> float | None:
 
 
 def victim_meta(res: Results) -> dict[str, Any]:
-    """The victim's meta, as its repr in the results' header records it (``Victim.__repr__``)."""
+    """The victim's meta: recorded as data since the runner keeps it, else read from its repr
+    (``Victim.__repr__``) in results made before."""
+    meta = get(res, "victim", "meta")
+    if isinstance(meta, dict):
+        return meta
     text = get(res, "victim", "repr")
     if not isinstance(text, str) or "meta=" not in text:
         return {}

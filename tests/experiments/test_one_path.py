@@ -99,6 +99,8 @@ def test_a_toy_pool_attack_runs_through_stealkit_run(tmp_path: Path, temp_attack
     assert main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
     results = json.loads((tmp_path / "runs" / "toy" / "results.json").read_text())
     assert results["complete"] is True
+    assert results["victim"]["kind"] == "classifier"
+    assert results["victim"]["meta"]["source"] == "PyPI digit-recognizer-py==0.1.0"
     runs = {r["defense"]: r for r in results["runs"]}
     for r in runs.values():
         assert r["status"] == "ok" and r["ledger"]["spent"] == 120

@@ -143,6 +143,7 @@ class RunContext:
             "name": v.name,
             "repr": repr(v),
             "kind": v.kind,
+            "meta": v.meta,
             "test_accuracy": self.judge.victim_accuracy,
             "eval_set": self.eval_set.name,
             "eval_size": len(self.eval_set),
