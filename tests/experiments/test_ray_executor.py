@@ -4,11 +4,18 @@ store, equal to the local executor's at the same seeds (and the same torch threa
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from stealkit.experiments.config import parse_config
 from stealkit.experiments.runner import Experiment
@@ -60,3 +67,60 @@ def test_ray_gives_the_local_executors_records(tmp_path: Path) -> None:
     inv = again["invocations"][-1]
     assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (0, 3, 0)
     assert not ray.is_initialized()  # the local instance it started is shut down
+
+
+def test_sigint_on_ray_records_the_run_in_flight_with_its_queries(tmp_path: Path) -> None:
+    """Through the CLI: a grid on Ray interrupted after its first run keeps what it bought."""
+    data = copy.deepcopy(CONFIG)
+    data["executor"] = {"kind": "ray", "cpus_per_run": 2}  # one run at a time
+    slow = {"epochs": 1, "min_steps": 300}
+    data["attacks"] = {
+        "kr": {
+            "type": "knockoff",
+            "params": {"strategy": "random", "online_steps": 0, "query_batch": 10, "recipe": slow},
+        }
+    }
+    data["grid"] = [{"attacks": ["kr"], "budgets": [100, 110, 120]}]
+    path = tmp_path / "ray.yaml"
+    path.write_text(yaml.safe_dump(data))
+    results = tmp_path / "runs" / "grid" / "results.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "stealkit",
+        "run",
+        str(path),
+        "--out",
+        str(tmp_path / "runs"),
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if any(r["status"] == "ok" for r in json.loads(results.read_text())["runs"]):
+                break
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the first run did not finish in time")
+    time.sleep(1.0)  # the second run is buying
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    first = json.loads(results.read_text())
+    inv = first["invocations"][0]
+    assert inv["status"] == "interrupted" and first["complete"] is False
+    assert inv["queries_bought"] == sum(r["ledger"]["spent"] for r in first["runs"])
+    for r in first["runs"]:
+        assert r["status"] in ("ok", "interrupted")
+        assert 0 < r["ledger"]["spent"] <= r["budget"]
+    ok = {r["budget"] for r in first["runs"] if r["status"] == "ok"}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(results.read_text())
+    assert second["complete"] is True
+    assert second["invocations"][1]["queries_bought"] == sum({100, 110, 120} - ok)
