@@ -6,6 +6,7 @@ Everything here is deterministic and runs in microseconds, so tests stay fast on
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +78,67 @@ def temp_attack() -> Any:
     yield register
     for name in added:
         unregister_attack(name)
+
+
+class CliRun:
+    """`python -m stealkit run CONFIG --out OUT --no-progress` in a child process (one thread),
+    as a user types it: ``interrupt_after(n)`` sends SIGINT once ``n`` runs have finished,
+    ``again()`` runs the same command to the end."""
+
+    def __init__(self, config: Path, out: Path, name: str) -> None:
+        import os
+        import sys
+
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "stealkit",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.results = out / name / "results.json"
+
+    def read(self) -> dict[str, Any]:
+        import json
+
+        return json.loads(self.results.read_text())
+
+    def interrupt_after(
+        self, n: int, *, timeout: float = 240, pause: float = 0.0
+    ) -> tuple[int, str]:
+        """SIGINT ``pause`` seconds after the ``n``-th ok run; the exit code and stderr."""
+        import json
+        import signal
+        import subprocess
+        import time
+
+        proc = subprocess.Popen(self.cmd, stderr=subprocess.PIPE, text=True, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if sum(r["status"] == "ok" for r in self.read()["runs"]) >= n:
+                    break
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail(f"{n} runs did not finish within {timeout} s")
+        time.sleep(pause)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        return proc.returncode, err
+
+    def again(self) -> Any:
+        import subprocess
+
+        return subprocess.run(self.cmd, capture_output=True, text=True, env=self.env, timeout=300)
+
+
+@pytest.fixture
+def cli_run() -> type[CliRun]:
+    return CliRun

@@ -4,12 +4,6 @@ store, equal to the local executor's at the same seeds (and the same torch threa
 from __future__ import annotations
 
 import copy
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +63,7 @@ def test_ray_gives_the_local_executors_records(tmp_path: Path) -> None:
     assert not ray.is_initialized()  # the local instance it started is shut down
 
 
-def test_sigint_on_ray_records_the_run_in_flight_with_its_queries(tmp_path: Path) -> None:
+def test_sigint_on_ray_records_the_run_in_flight_with_its_queries(tmp_path: Path, cli_run) -> None:
     """Through the CLI: a grid on Ray interrupted after its first run keeps what it bought."""
     data = copy.deepcopy(CONFIG)
     data["executor"] = {"kind": "ray", "cpus_per_run": 2}  # one run at a time
@@ -83,35 +77,10 @@ def test_sigint_on_ray_records_the_run_in_flight_with_its_queries(tmp_path: Path
     data["grid"] = [{"attacks": ["kr"], "budgets": [100, 110, 120]}]
     path = tmp_path / "ray.yaml"
     path.write_text(yaml.safe_dump(data))
-    results = tmp_path / "runs" / "grid" / "results.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "stealkit",
-        "run",
-        str(path),
-        "--out",
-        str(tmp_path / "runs"),
-        "--no-progress",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if any(r["status"] == "ok" for r in json.loads(results.read_text())["runs"]):
-                break
-        except (FileNotFoundError, ValueError, KeyError):
-            pass
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("the first run did not finish in time")
-    time.sleep(1.0)  # the second run is buying
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    first = json.loads(results.read_text())
+    run = cli_run(path, tmp_path / "runs", "grid")
+    code, err = run.interrupt_after(1, timeout=180, pause=1.0)  # the second run is buying
+    assert code == 130, err
+    first = run.read()
     inv = first["invocations"][0]
     assert inv["status"] == "interrupted" and first["complete"] is False
     assert inv["queries_bought"] == sum(r["ledger"]["spent"] for r in first["runs"])
@@ -119,8 +88,8 @@ def test_sigint_on_ray_records_the_run_in_flight_with_its_queries(tmp_path: Path
         assert r["status"] in ("ok", "interrupted")
         assert 0 < r["ledger"]["spent"] <= r["budget"]
     ok = {r["budget"] for r in first["runs"] if r["status"] == "ok"}
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run.again()
     assert again.returncode == 0, again.stderr
-    second = json.loads(results.read_text())
+    second = run.read()
     assert second["complete"] is True
     assert second["invocations"][1]["queries_bought"] == sum({100, 110, 120} - ok)

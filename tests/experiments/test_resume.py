@@ -4,11 +4,6 @@ is recorded with the queries it bought, another experiment's folder is refused."
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +33,6 @@ CONFIG: dict[str, Any] = {
     },
     "grid": [{"attacks": ["kr", "cc"], "budgets": [100, 150]}],
 }
-
-
-def _results(out: Path) -> dict[str, Any]:
-    return json.loads((out / "results.json").read_text())
 
 
 def test_a_rerun_skips_what_succeeded_and_buys_nothing(tmp_path: Path) -> None:
@@ -166,7 +157,9 @@ def test_a_config_hash_ignores_where_it_runs_but_not_what_it_runs() -> None:
         parse_config({**CONFIG, "executor": {"kind": "ray", "cpus_per_run": 0}})
 
 
-def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(tmp_path: Path) -> None:
+def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(
+    tmp_path: Path, cli_run
+) -> None:
     """Through the CLI, as a user would: interrupt, then run the same command again."""
     slow = {"epochs": 1, "min_steps": 150}  # a few seconds per run, so the signal lands in one
     data = {
@@ -181,35 +174,11 @@ def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(tmp_path: Pa
     }
     path = tmp_path / "sigint.yaml"
     path.write_text(yaml.safe_dump(data))
-    out = tmp_path / "runs" / "resume"
-    cmd = [
-        sys.executable,
-        "-m",
-        "stealkit",
-        "run",
-        str(path),
-        "--out",
-        str(tmp_path / "runs"),
-        "--no-progress",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            if sum(r["status"] == "ok" for r in _results(out)["runs"]) >= 2:
-                break
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("the first two runs did not finish in time")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    run = cli_run(path, tmp_path / "runs", "resume")
+    code, err = run.interrupt_after(2)
+    assert code == 130, err
     assert "Run the same command again to resume" in err and "Traceback" not in err
-    first = _results(out)
+    first = run.read()
     assert first["complete"] is False and first["invocations"][0]["status"] == "interrupted"
     ok = {r["budget"] for r in first["runs"] if r["status"] == "ok"}
     assert len(ok) >= 2
@@ -218,9 +187,9 @@ def test_sigint_after_the_second_run_then_resume_buys_only_the_rest(tmp_path: Pa
     bought_first = sum(r["ledger"]["spent"] for r in first["runs"])
     assert bought_first == first["invocations"][0]["queries_bought"]
 
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    again = run.again()
     assert again.returncode == 0, again.stderr
-    second = _results(out)
+    second = run.read()
     assert second["complete"] is True
     inv = second["invocations"][1]
     remaining = sum(b for b in data["grid"][0]["budgets"] if b not in ok)
