@@ -62,28 +62,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _done_runs(cfg: Any, out: Path) -> set[tuple[str, str, int, int]]:
     """The runs of ``cfg`` that ``out`` already holds as succeeded (what a run would skip)."""
-    from stealkit.experiments.runner import expand_grid, experiment_hash, run_config
-    from stealkit.experiments.store import config_hash
+    from stealkit.experiments.runner import already_done, experiment_hash
+    from stealkit.experiments.store import check_same_experiment
     from stealkit.report import load_results
 
     if not (out / "results.json").is_file():
         return set()
     data = load_results(out / "results.json")
-    if data.get("config_hash") != experiment_hash(cfg):
-        raise StealkitError(
-            f"{out} holds results of another experiment; a run would refuse it: give this one "
-            "another folder (--out, or --name), or add --fresh to replace them"
-        )
-    ok = {
-        (r["attack"], r["defense"], int(r["budget"]), int(r["seed"]), r.get("config_hash"))
-        for r in data["runs"]
-        if r.get("status") == "ok"
-    }
-    return {
-        (s.attack, s.defense, s.budget, s.seed)
-        for s in expand_grid(cfg)
-        if (s.attack, s.defense, s.budget, s.seed, config_hash(run_config(cfg, s))) in ok
-    }
+    check_same_experiment(out, data, experiment_hash(cfg))
+    return {(s.attack, s.defense, s.budget, s.seed) for s in already_done(cfg, data["runs"])}
 
 
 def _cmd_train_victim(args: argparse.Namespace) -> int:

@@ -36,10 +36,9 @@ class Executor(Protocol):
 
 
 def _record(store: ResultStore, rec: RunRecord, tally: dict[str, Any], i: int, n: int) -> None:
-    store.add(rec)
-    tally["ran"] += 1
+    tally["ran"] += 1  # the invocation's tally lives in store.data: one save writes both
     tally["queries_bought"] += rec.queries
-    store.save()
+    store.add(rec)
     print(f"[{i}/{n}] {summary(rec)}", file=sys.stderr, flush=True)
 
 

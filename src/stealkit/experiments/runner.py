@@ -31,7 +31,7 @@ from stealkit.defenses import Defense, build_defense
 from stealkit.experiments.checks import load_part, victim_params
 from stealkit.experiments.config import ExperimentConfig
 from stealkit.experiments.judges import Family, Judge, get_family
-from stealkit.experiments.store import ResultStore, RunRecord, config_hash, now
+from stealkit.experiments.store import ResultStore, RunRecord, config_hash, now, succeeded
 from stealkit.experiments.transfer import TransferJudge
 from stealkit.oracle import Ledger
 from stealkit.progress import ledger_tracker, reporting
@@ -96,6 +96,18 @@ def run_config(cfg: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
         "budget": spec.budget,
         "seed": spec.seed,
         "price_per_1k": cfg.price_per_1k,
+    }
+
+
+def already_done(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> set[RunSpec]:
+    """The runs of ``cfg``'s grid that ``records`` (a results.json's runs) hold as succeeded with
+    the same configuration: what a run skips."""
+    return {
+        s
+        for s in expand_grid(cfg)
+        if succeeded(
+            records, (s.attack, s.defense, s.budget, s.seed), config_hash(run_config(cfg, s))
+        )
     }
 
 
@@ -315,15 +327,9 @@ class Experiment:
         }
         invocations = store.data["invocations"] + [inv]
         number = len(invocations)
-        todo = []
-        for spec in runs:
-            if store.succeeded(
-                (spec.attack, spec.defense, spec.budget, spec.seed),
-                config_hash(run_config(cfg, spec)),
-            ):
-                inv["skipped"] += 1
-            else:
-                todo.append(spec)
+        done = already_done(cfg, store.data["runs"])
+        todo = [spec for spec in runs if spec not in done]
+        inv["skipped"] = len(done)
         store.update(
             name=cfg.name,
             created=store.data.get("created", now()),

@@ -93,6 +93,27 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
+def check_same_experiment(out_dir: Path, data: dict[str, Any], experiment_hash: str) -> None:
+    """ConfigError unless the results ``data`` of ``out_dir`` were made by this experiment."""
+    old = data.get("config_hash")
+    if old != experiment_hash:
+        what = f"hash {old}" if old else "no config hash (an older stealkit)"
+        raise ConfigError(
+            f"{out_dir} holds results of another experiment ({what}; this config is "
+            f"{experiment_hash}). Nothing was run. To keep both, give this one another "
+            "folder (--out, or --name); to replace them, add --fresh (the old results.json "
+            "is kept beside as results.<time>.json)"
+        )
+
+
+def succeeded(runs: list[dict[str, Any]], key: Key, run_hash: str) -> bool:
+    """Whether ``runs`` (results.json records) hold an ok run of ``key`` with ``run_hash``."""
+    return any(
+        (r.key, r.status, r.config_hash) == (key, "ok", run_hash)
+        for r in map(RunRecord.from_dict, runs)
+    )
+
+
 class ResultStore:
     """The results of one experiment folder.
 
@@ -123,15 +144,8 @@ class ResultStore:
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             self.path.replace(out_dir / f"results.{stamp}.json")
             self.data = {}
-        old = self.data.get("config_hash")
-        if self.data and old != experiment_hash:
-            what = f"hash {old}" if old else "no config hash (an older stealkit)"
-            raise ConfigError(
-                f"{out_dir} holds results of another experiment ({what}; this config is "
-                f"{experiment_hash}). Nothing was run. To keep both, give this one another "
-                "folder (--out, or --name); to replace them, add --fresh (the old results.json "
-                "is kept beside as results.<time>.json)"
-            )
+        if self.data:
+            check_same_experiment(out_dir, self.data, experiment_hash)
         self.data.setdefault("config_hash", experiment_hash)
         self.data.setdefault("runs", [])
         self.data.setdefault("invocations", [])
@@ -178,13 +192,6 @@ class ResultStore:
     # --- records ---------------------------------------------------------------------------------
     def records(self) -> list[RunRecord]:
         return [RunRecord.from_dict(r) for r in self.data["runs"]]
-
-    def succeeded(self, key: Key, run_hash: str) -> RunRecord | None:
-        """The ok record of ``key`` made with the same run configuration, if there is one."""
-        for r in self.records():
-            if r.key == key and r.status == "ok" and r.config_hash == run_hash:
-                return r
-        return None
 
     def add(self, record: RunRecord) -> None:
         """Merge ``record`` (replacing an older record of the same key) and save."""
