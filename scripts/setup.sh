@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 EXTRA=${1:-}   # "dev" adds the test tools (and Debian's Chromium for the report's browser test)
 
 need_pip=0
-$PY -c "import stealkit, torch, safetensors, onnxruntime, yaml, pydantic, ray" 2>/dev/null || need_pip=1
+$PY -c "import stealkit, torch, safetensors, onnxruntime, yaml, pydantic, ray, fastapi, uvicorn, sqlalchemy, psycopg, httpx" 2>/dev/null || need_pip=1
 if [ "$need_pip" = 1 ] || [ "$EXTRA" = dev ]; then
   [ "$EXTRA" = dev ] && spec=".[dev,data,ray]" || spec=".[data,ray]"
   echo "setup: pip install -e '$spec'" >&2

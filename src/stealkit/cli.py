@@ -144,6 +144,105 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stealkit.serve.config import ServeConfig, build, load_serve_config, parse_serve_config
+
+    cfg = load_serve_config(args.config) if args.config else ServeConfig()
+    data = cfg.model_dump(mode="json")
+    victim = data["victim"]
+    if args.victim:
+        victim = {"name": args.victim, "params": {}, "output": victim["output"], "k": victim["k"]}
+    if args.victim_params:
+        try:
+            victim["params"] = yaml.safe_load(args.victim_params) or {}
+        except yaml.YAMLError as e:
+            raise StealkitError(f"--victim-params is not YAML/JSON: {e}") from None
+    for key in ("output", "k"):
+        if getattr(args, key) is not None:
+            victim[key] = getattr(args, key)
+    data["victim"] = victim
+    if args.defense is not None:
+        data["defenses"] = [d for d in args.defense if d != "none"]
+    for key in ("db", "host", "port", "workers", "max_batch", "device", "data_dir"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    cfg = parse_serve_config(data, args.config or "<flags>")
+    service, ledger = build(cfg)  # every problem shows here, before a port is opened
+    where = f"http://{cfg.host}:{cfg.port}"
+    print(
+        f"stealkit serve: {service.victim.name} answering {service.output.value}"
+        f"{' behind ' + ', '.join(map(repr, service.defenses)) if service.defenses else ''}\n"
+        f"  on {where} (docs: {where}/docs), {cfg.workers} process(es)\n"
+        f"  ledger: {cfg.db} ({len(ledger.keys())} keys; `stealkit keys create` adds one)",
+        file=sys.stderr,
+    )
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving on %s: reachable beyond this machine; use TLS in front of it", cfg.host
+        )
+    import uvicorn
+
+    if cfg.workers == 1:
+        from stealkit.serve.app import asgi
+
+        uvicorn.run(asgi(service, ledger), host=cfg.host, port=cfg.port, log_level="warning")
+        return 0
+    ledger.close()
+    os.environ["STEALKIT_SERVE_CONFIG"] = cfg.model_dump_json()
+    uvicorn.run(
+        "stealkit.serve.app:app_from_env",
+        factory=True,
+        host=cfg.host,
+        port=cfg.port,
+        workers=cfg.workers,
+        log_level="warning",
+    )
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from stealkit.serve.config import default_db
+    from stealkit.serve.ledger import SqlLedger
+
+    ledger = SqlLedger(args.db or default_db())
+    if args.keys_command == "create":
+        token, row = ledger.create_key(
+            name=args.name,
+            budget=args.budget,
+            price_per_1k=args.price_per_1k,
+            rate=args.rate,
+            burst=args.burst,
+            trusted=args.trusted,
+        )
+        print(token)
+        print(
+            f"key {row.id} ({row.name or 'no name'}): budget {row.budget if row.budget is not None else 'unlimited'} "
+            f"inputs, {row.price_per_1k:g} per 1,000, rate {f'{row.rate:g}/s' if row.rate else 'unlimited'}"
+            f"{', trusted (no defences)' if row.trusted else ''}. The key is shown once; only its "
+            "hash is stored.",
+            file=sys.stderr,
+        )
+        return 0
+    if args.keys_command == "list":
+        rows = ledger.keys()
+        print(f"{'id':8s}  {'name':16s}  {'answered':>10s}  {'budget':>10s}  {'money':>10s}  state")
+        for r in rows:
+            state = "revoked" if r.revoked_at else ("trusted" if r.trusted else "active")
+            budget = "-" if r.budget is None else str(r.budget)
+            print(
+                f"{r.id:8s}  {r.name[:16]:16s}  {r.spent:>10d}  {budget:>10s}  {r.money:>10.4f}  {state}"
+            )
+        return 0
+    if args.keys_command == "usage":
+        print(json.dumps(ledger.get(args.key_id).usage(), indent=2))
+        return 0
+    row = ledger.revoke(args.key_id)
+    print(f"key {row.id} revoked; requests with it now get 403", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stealkit",
@@ -230,6 +329,67 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", help="path to results.json")
     rep.add_argument("--out", help="HTML file to write (default: beside results.json)")
     rep.set_defaults(func=_cmd_report)
+
+    sv = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a victim as a metered HTTP API (keys, quotas, rate limits, a SQL ledger)",
+        description="Serve any registered victim behind any defences over HTTP (FastAPI on "
+        "uvicorn): POST /v1/query, GET /v1/info, GET /v1/usage, GET /healthz; the OpenAPI "
+        "documentation is at /docs. Every input is charged per key in a SQL ledger (SQLite by "
+        "default, PostgreSQL by URL) that several processes can share. Flags override CONFIG.",
+    )
+    sv.add_argument("config", nargs="?", help="YAML serve config (see configs/serve.yaml)")
+    sv.add_argument("--victim", help="registered victim name (default digit-recognizer)")
+    sv.add_argument(
+        "--victim-params", help="the victim's params as YAML/JSON, e.g. '{dataset: cifar10}'"
+    )
+    sv.add_argument("--output", choices=["label", "topk", "probabilities", "logits", "embedding"])
+    sv.add_argument("--k", type=int, help="classes revealed for --output topk")
+    sv.add_argument(
+        "--defense",
+        action="append",
+        help="a defence preset, in order (repeat for a stack); e.g. --defense reverse-sigmoid",
+    )
+    sv.add_argument(
+        "--db", help="ledger URL (default $STEALKIT_DB or sqlite:///stealkit-ledger.sqlite)"
+    )
+    sv.add_argument("--host", help="address to listen on (default 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, help="port (default 8000)")
+    sv.add_argument("--workers", type=int, help="server processes sharing the ledger (default 1)")
+    sv.add_argument("--max-batch", type=int, help="most inputs per request (default 256)")
+    sv.add_argument("--device", help="where the victim runs (default cpu)")
+    sv.add_argument("--data-dir", help="folder holding on-disk data sets (victims trained here)")
+    sv.set_defaults(func=_cmd_serve)
+
+    ks = sub.add_parser(
+        "keys",
+        parents=[common],
+        help="create, list, inspect and revoke API keys of a served victim",
+        description="Manage the keys of `stealkit serve`'s ledger. A key is printed once, at "
+        "creation; the ledger stores only a salted hash of it.",
+    )
+    ks.add_argument(
+        "--db", help="ledger URL (default $STEALKIT_DB or sqlite:///stealkit-ledger.sqlite)"
+    )
+    kss = ks.add_subparsers(dest="keys_command", required=True)
+    kc = kss.add_parser("create", help="make a key and print it (once)")
+    kc.add_argument("--name", default="", help="who the key is for")
+    kc.add_argument("--budget", type=int, help="most inputs it may buy (default: no quota)")
+    kc.add_argument("--price-per-1k", type=float, default=0.0, help="price of 1,000 inputs")
+    kc.add_argument("--rate", type=float, help="inputs per second (default: no rate limit)")
+    kc.add_argument("--burst", type=float, help="inputs a burst may hold (default: one second's)")
+    kc.add_argument(
+        "--trusted",
+        action="store_true",
+        help="the owner's evaluation key: clean answers, past the defences (for judges)",
+    )
+    kss.add_parser("list", help="every key with its counts")
+    ku = kss.add_parser("usage", help="one key's usage as JSON")
+    ku.add_argument("key_id", help="the key's id (the 8 hex digits after sk_)")
+    kr = kss.add_parser("revoke", help="revoke a key: its requests get 403 from now on")
+    kr.add_argument("key_id")
+    ks.set_defaults(func=_cmd_keys)
     return p
 
 

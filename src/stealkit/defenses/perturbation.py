@@ -178,6 +178,9 @@ class DefendedOracle(Oracle):
     def output_dim(self) -> int:
         return self.inner.output_dim
 
+    def stats(self) -> dict[str, object]:
+        return self.inner.stats()
+
     def _answer(self, x: Tensor) -> Response:
         raw = self.inner._answer(x)
         check_answer(raw, int(x.shape[0]), self.inner)

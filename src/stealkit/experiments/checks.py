@@ -127,6 +127,11 @@ def _victim(cfg: ExperimentConfig) -> tuple[list[str], VictimInfo | None, Family
             f"victim.output: {out.value!r}, but {cfg.victim.name!r} is a {info.kind}, which "
             f"answers {gives}"
         )
+    elif info.outputs is not None and out not in info.outputs:
+        gives = ", ".join(sorted(k.value for k in info.outputs))
+        problems.append(
+            f"victim.output: {out.value!r}, but {cfg.victim.name!r} can only answer {gives}"
+        )
     if out is OutputKind.TOPK and info.output_dim is not None and cfg.victim.k > info.output_dim:
         problems.append(
             f"victim.k: {cfg.victim.k} for top-k answers, but the victim has only "

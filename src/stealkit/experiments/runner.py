@@ -33,7 +33,7 @@ from stealkit.experiments.config import ExperimentConfig
 from stealkit.experiments.judges import Family, Judge, get_family
 from stealkit.experiments.store import ResultStore, RunRecord, config_hash, now, succeeded
 from stealkit.experiments.transfer import TransferJudge
-from stealkit.oracle import Ledger
+from stealkit.oracle import Ledger, Oracle
 from stealkit.progress import ledger_tracker, reporting
 from stealkit.train.loop import default_device
 from stealkit.victims.base import Victim
@@ -199,6 +199,7 @@ def execute_run(
 
     ledger = Ledger(budget=spec.budget, price_per_1k=cfg.price_per_1k, on_charge=on_charge)
     t = time.time()
+    oracle: Oracle | None = None
     try:
         defense = build_run_defense(cfg, spec.defense)
         attack = build_attack(a_type, **a_params)
@@ -243,6 +244,7 @@ def execute_run(
     finally:
         bar.close()
     rec.ledger = ledger.state_dict()
+    rec.oracle = oracle.stats() if oracle is not None else {}
     rec.wall_seconds = time.time() - t
     rec.threads = torch.get_num_threads()
     return rec
@@ -271,9 +273,15 @@ def summary(rec: RunRecord) -> str:
         if rec.status == "ok"
         else f"{rec.status.upper()}: {rec.error}"
     )
+    bought = f"{rec.queries} q bought"
+    if "bought" in rec.oracle:  # a served victim: what the server charged, the rest from the cache
+        bought = (
+            f"{rec.queries} q: {rec.oracle['bought']} bought from the server, "
+            f"{rec.oracle.get('cache_hits', 0)} from the answer cache"
+        )
     return (
         f"{rec.attack} | {rec.defense} | {rec.budget} q | seed {rec.seed}: {what} "
-        f"({rec.queries} q bought, {rec.wall_seconds:.0f} s)"
+        f"({bought}, {rec.wall_seconds:.0f} s)"
     )
 
 

@@ -60,6 +60,7 @@ class RunRecord:
     curve: list[dict[str, float | None]] | None = None
     transfer: list[dict[str, Any]] | None = None
     ledger: dict[str, Any] = field(default_factory=dict)
+    oracle: dict[str, Any] = field(default_factory=dict)  # a remote oracle's own counts
     wall_seconds: float = 0.0
     attack_seconds: float | None = None  # the attack alone, without judging
     threads: int | None = None  # torch CPU threads: results repeat exactly at the same count

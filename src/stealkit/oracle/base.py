@@ -68,6 +68,11 @@ class Oracle(ABC):
         self.ledger.commit(n)
         return response
 
+    def stats(self) -> dict[str, object]:
+        """What this oracle knows beyond its ledger (a remote one: inputs bought, cache hits,
+        latency); recorded with each run. Empty for local oracles."""
+        return {}
+
     @abstractmethod
     def _answer(self, x: Tensor) -> Response:
         """Answer an already validated and budget-checked batch, charging nothing."""

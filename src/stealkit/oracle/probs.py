@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from stealkit.oracle.response import OutputKind, Response
+
 
 def normalize_rows(p: Tensor) -> Tensor:
     """Scale each non-negative row to sum 1; a row with no mass at all becomes uniform (not NaN)."""
@@ -32,3 +34,35 @@ def topk(probs: Tensor, k: int, *, renormalize: bool = False) -> Tensor:
 def argmax_labels(probs: Tensor) -> Tensor:
     """Reveal only the top-1 class (N,) long."""
     return probs.argmax(dim=1)
+
+
+_CLASS = frozenset(
+    {OutputKind.LABEL, OutputKind.TOPK, OutputKind.PROBABILITIES, OutputKind.LOGITS}
+)
+
+
+def can_reduce(have: OutputKind, want: OutputKind) -> bool:
+    """Whether an answer of kind ``have`` can be turned into one of kind ``want`` by the client
+    (less information, never more): labels from any class answer, top-k from probabilities or
+    logits, probabilities from logits."""
+    if have is want:
+        return True
+    if want is OutputKind.LABEL:
+        return have in _CLASS
+    if want is OutputKind.TOPK:
+        return have in (OutputKind.PROBABILITIES, OutputKind.LOGITS)
+    return want is OutputKind.PROBABILITIES and have is OutputKind.LOGITS
+
+
+def reduce(response: Response, want: OutputKind, k: int = 1) -> Response:
+    """``response`` as an answer of kind ``want`` (see ``can_reduce``)."""
+    if response.kind is want:
+        return response
+    if not can_reduce(response.kind, want):
+        raise ValueError(f"an answer of kind {response.kind.value} cannot become {want.value}")
+    c = response.num_classes
+    if want is OutputKind.LABEL:
+        return Response(OutputKind.LABEL, response.labels(), c)
+    if want is OutputKind.TOPK:
+        return Response(OutputKind.TOPK, topk(response.probs(), k), c)
+    return Response(OutputKind.PROBABILITIES, response.probs(), c)

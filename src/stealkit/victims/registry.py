@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from stealkit.errors import ConfigError, StealkitError
+from stealkit.oracle.response import OutputKind
 from stealkit.oracle.spec import InputSpec
 from stealkit.victims.base import KINDS, Victim, probe_output_dim
 from stealkit.victims.digit_recognizer import load_digit_recognizer
 from stealkit.victims.efficientnet import load_efficientnet_lite0
 from stealkit.victims.encoders import pretrain_encoder, supervised_encoder
 from stealkit.victims.external import load_onnx, load_python
+from stealkit.victims.http import describe_http, load_http
 from stealkit.victims.probed import describe_probed_encoder, load_probed_encoder
 from stealkit.victims.trained import train_victim
 
@@ -33,6 +35,7 @@ class VictimInfo:
     kind: str
     spec: InputSpec | None = None
     output_dim: int | None = None
+    outputs: frozenset[OutputKind] | None = None  # the answers it can give; None: its family's
 
 
 Loader = Callable[..., Victim]
@@ -252,4 +255,12 @@ register_victim(
     "images, served as a classifier; params: encoder, encoder_params, dataset, split, start, "
     "stop, limit, epochs, data_dir, device",
     describe=describe_probed_encoder,
+)
+register_victim(
+    "http",
+    load_http,
+    description="a victim served over HTTP by `stealkit serve` (its spec, kind and output read from "
+    "/v1/info); params: url, api_key_env (default STEALKIT_API_KEY), judge_key_env (a separate "
+    "key for evaluation, ideally trusted), cache, batch, timeout",
+    describe=describe_http,
 )
