@@ -11,29 +11,14 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from stealkit.oracle import InputSpec, Ledger, LocalOracle
+from toys import RowBands
 
 # The tests train tiny models; one thread avoids OpenMP hand-offs that cost more than they give,
 # and keeps results identical whatever else the machine is doing.
 torch.set_num_threads(1)
-
-
-class RowBands(nn.Module):
-    """A parameter-free classifier on (N, 1, 8, 8): class j scores the mean of rows 2j and 2j+1.
-
-    Logits are ``scale * band_mean``, so the answer depends on the input and is easy to predict.
-    """
-
-    num_classes = 4
-
-    def __init__(self, scale: float = 10.0) -> None:
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.scale * x.reshape(x.shape[0], 4, 16).mean(dim=2)
 
 
 @pytest.fixture

@@ -69,6 +69,15 @@ class Service:
         self.limits = limits or Limits()
         self.k = k
         want = OutputKind(output)
+        from stealkit.experiments.judges import get_family
+
+        family = get_family(victim.kind)
+        if want not in family.outputs:
+            gives = ", ".join(sorted(k.value for k in family.outputs))
+            raise ConfigError(
+                f"victim.output: {want.value!r}, but {victim.name!r} is a {victim.kind}, which "
+                f"answers {gives}"
+            )
         need = self.defenses[0].needs if self.defenses and self.defenses[0].needs else want
         kind = need
         for d in self.defenses:
