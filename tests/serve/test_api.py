@@ -54,7 +54,6 @@ def test_answers_match_the_victim_through_the_same_defence(live_server) -> None:
     got = np.load(io.BytesIO(base64.b64decode(r.json()["npy"])))
     from stealkit.defenses import DefendedOracle
     from stealkit.oracle import LocalOracle
-
     from toys import RowBands
 
     local = DefendedOracle(
