@@ -130,12 +130,12 @@ def test_the_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
 def test_rate_limited_charges_spend_tokens_in_the_database(ledger_url: str) -> None:
     ledger = SqlLedger(ledger_url)
     _, row = ledger.create_key(rate=2.0, burst=10.0)
-    t0 = 1_000_000.0
-    assert isinstance(ledger.charge(row.id, 10, response=b"", now=t0 + 1e6), Charged)
-    refused = ledger.charge(row.id, 4, response=b"", now=t0 + 1e6 + 1.0)  # 2 tokens back
+    t0 = row.created_at + 1000.0  # a bucket full since long
+    assert isinstance(ledger.charge(row.id, 10, response=b"", now=t0), Charged)
+    refused = ledger.charge(row.id, 4, response=b"", now=t0 + 1.0)  # 2 tokens back
     assert isinstance(refused, Refused) and refused.status == 429
     assert refused.retry_after == pytest.approx(1.0)
-    assert isinstance(ledger.charge(row.id, 4, response=b"", now=t0 + 1e6 + 2.0), Charged)
+    assert isinstance(ledger.charge(row.id, 4, response=b"", now=t0 + 2.0), Charged)
     assert ledger.get(row.id).spent == 14
 
 
@@ -178,3 +178,17 @@ def test_key_settings_are_checked(sqlite_url: str) -> None:
 def test_a_bad_database_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot open the ledger database"):
         SqlLedger("nosuchdb://x")
+
+
+def test_a_clock_read_before_the_lock_never_rewinds_the_bucket(ledger_url: str) -> None:
+    """Four server processes read their clocks, then wait for the key's lock: a late writer with
+    an earlier time must not credit the same seconds twice."""
+    ledger = SqlLedger(ledger_url)
+    _, row = ledger.create_key(rate=1.0, burst=10.0)
+    t = row.created_at + 1000.0
+    assert isinstance(ledger.charge(row.id, 10, response=b"", now=t), Charged)
+    assert isinstance(ledger.charge(row.id, 2, response=b"", now=t + 5), Charged)  # 5 back
+    assert isinstance(ledger.charge(row.id, 3, response=b"", now=t + 3), Charged)  # stale clock
+    late = ledger.charge(row.id, 2, response=b"", now=t + 5)
+    assert isinstance(late, Refused) and late.status == 429  # 10 + 1/s x 5 s = 15, all spent
+    assert ledger.get(row.id).spent == 15

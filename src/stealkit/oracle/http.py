@@ -6,9 +6,10 @@ answers like any oracle: attacks cannot tell it from a local one. On the way it
 - keeps a local answer cache (SQLite, keyed by the endpoint, the key's id and each input's hash):
   an input answered once is never bought again, so an interrupted attack that is run again buys
   none of the queries it already bought;
-- sends each batch of cache misses with an ``Idempotency-Key`` derived from the body, so a retry
-  after a dropped connection or a killed server is answered from the server's stored answer and
-  charged once;
+- sends each batch of cache misses with an ``Idempotency-Key`` (with a cache: the body's hash,
+  so even a batch bought just before the process died is replayed, not bought, on resume), so a
+  retry after a dropped connection or a killed server is answered from the server's stored
+  answer and charged once;
 - honours ``Retry-After`` on 429, retries transient failures (connection errors, 502/503/504)
   with backoff, and turns 402 (quota), 401/403 (key) and 4xx (bad input) into stealkit errors.
 
@@ -25,6 +26,8 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,8 @@ class HttpOracle(Oracle):
         batch: inputs per request (split further to the server's ``max_batch``).
         timeout: seconds per request.
         retries: attempts per request for transient failures and rate limits.
+        concurrency: requests in flight at once when a query spans several (their answers are
+            put back in order); 1 sends them one by one.
         client: who is asking (for logs; the server knows the key).
         transport: an httpx transport (tests); default: real HTTP.
     """
@@ -143,11 +148,14 @@ class HttpOracle(Oracle):
         batch: int = 64,
         timeout: float = 30.0,
         retries: int = 8,
+        concurrency: int = 2,
         client: str = "thief",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1 input per request, got {batch}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1 request in flight, got {concurrency}")
         if retries < 1:
             raise ValueError(f"retries must be >= 1, got {retries}")
         self.url = url.rstrip("/")
@@ -182,6 +190,14 @@ class HttpOracle(Oracle):
         self.retried = 0
         self.waited_seconds = 0.0
         self.latencies: list[float] = []
+        self.concurrency = concurrency
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="http-oracle")
+        return self._executor
 
     @property
     def output_dim(self) -> int:
@@ -223,22 +239,25 @@ class HttpOracle(Oracle):
                         "already bought are cached: run again to resume"
                     ) from None
                 log.warning("query failed (%s); retry %d with the same Idempotency-Key", e, attempt)
-                self.retried += 1
+                with self._lock:
+                    self.retried += 1
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if r.status_code == 200:
-                self.latencies.append(time.perf_counter() - t)
-                if r.headers.get("Idempotent-Replayed") == "true":
-                    self.replayed += 1
+                with self._lock:
+                    self.latencies.append(time.perf_counter() - t)
+                    self.replayed += r.headers.get("Idempotent-Replayed") == "true"
                 return dict(r.json())
             if r.status_code == 429 and attempt < self.retries:
                 wait = _retry_after(r)
-                self.waited_seconds += wait
+                with self._lock:
+                    self.waited_seconds += wait
                 time.sleep(wait)
                 continue
             if r.status_code in _TRANSIENT and attempt < self.retries:
-                self.retried += 1
+                with self._lock:
+                    self.retried += 1
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
@@ -260,42 +279,73 @@ class HttpOracle(Oracle):
 
     # --- answering -------------------------------------------------------------------------------
     def _answer(self, x: Tensor) -> Response:
-        x = x.detach().to(torch.float32).cpu()
+        x = x.detach().to(torch.float32).cpu().contiguous()
+        if self.cache is None:  # every input is bought, in request-sized slices
+            slices = [x[i : i + self.batch] for i in range(0, len(x), self.batch)]
+            answers = self._buy_all(slices, [None] * len(slices))
+            return self._joined(answers)
         hashes = row_hashes(x)
-        have = self.cache.get(self.scope, hashes) if self.cache is not None else {}
-        missing: dict[str, int] = {}
+        have = self.cache.get(self.scope, hashes)
+        first: dict[str, int] = {}  # each missing input once, at its first position
         for i, h in enumerate(hashes):
-            if h not in have and h not in missing:
-                missing[h] = i
-        self.cache_hits += sum(h in have for h in hashes)
-        order = list(missing.items())
-        num_classes = self.info["num_classes"]
-        for start in range(0, len(order), self.batch):
-            chunk = order[start : start + self.batch]
-            rows = torch.stack([x[i] for _, i in chunk])
-            body = json.dumps(
-                {"npy": encode_npy(rows.numpy()), "encoding": "npy"}, separators=(",", ":")
-            ).encode()
-            idem = hashlib.sha256(self.scope.encode() + b"|" + body).hexdigest()
-            answer = response_from_body(self._post(body, idem, len(chunk)))
-            if len(answer) != len(chunk):
-                raise RemoteError(f"{self.url} answered {len(answer)} rows for {len(chunk)} inputs")
-            self.bought += len(chunk)
-            answer = Response(answer.kind, answer.values, answer.num_classes or num_classes)
-            if self.cache is not None:
-                self.cache.put(self.scope, [h for h, _ in chunk], answer)
-            for (h, _), v in zip(chunk, answer.values, strict=True):
-                have[h] = (answer.kind.value, v.numpy())
+            if h not in have and h not in first:
+                first[h] = i
+        with self._lock:
+            self.cache_hits += sum(h in have for h in hashes)
+        todo = list(first.items())
+        chunks = [todo[i : i + self.batch] for i in range(0, len(todo), self.batch)]
+        rows = [x[torch.tensor([i for _, i in c])] for c in chunks]
+        answers = self._buy_all(rows, [[h for h, _ in c] for c in chunks])
+        for chunk, answer in zip(chunks, answers, strict=True):
+            for (h, _), v in zip(chunk, answer.values.numpy(), strict=True):
+                have[h] = (answer.kind.value, v)
         kind = OutputKind(have[hashes[0]][0])
-        rows_ = [np.asarray(have[h][1]) for h in hashes]
-        values = (
-            np.concatenate([r.reshape(-1) for r in rows_])
-            if kind is OutputKind.LABEL
-            else np.stack(rows_)
-        )
         if kind is not self.output:
             raise RemoteError(f"{self.url} answered {kind.value}, but its info says {self.output}")
-        return Response(kind, torch.from_numpy(values.copy()), num_classes)
+        vals = [np.asarray(have[h][1]) for h in hashes]
+        values = (
+            np.concatenate([v.reshape(-1) for v in vals])
+            if kind is OutputKind.LABEL
+            else np.stack(vals)
+        )
+        return Response(kind, torch.from_numpy(values.copy()), self.info["num_classes"])
+
+    def _buy_all(self, batches: list[Tensor], hashes: list[list[str] | None]) -> list[Response]:
+        """Buy each batch (one request each, ``concurrency`` in flight), caching the answers."""
+        if self.concurrency > 1 and len(batches) > 1:  # in flight together: overlap the server
+            return list(self._pool().map(self._buy, batches, hashes))
+        return [self._buy(b, h) for b, h in zip(batches, hashes, strict=True)]
+
+    def _buy(self, rows: Tensor, hashes: list[str] | None) -> Response:
+        body = json.dumps(
+            {"npy": encode_npy(rows.numpy()), "encoding": "npy"}, separators=(",", ":")
+        ).encode()
+        # With the cache, the key is the body's hash: a batch bought by a run that died before
+        # caching its answer is replayed, not bought again, when the run resumes. Without it,
+        # every request is a new purchase (fresh answers from a noisy defence, say).
+        idem = (
+            hashlib.sha256(self.scope.encode() + b"|" + body).hexdigest()
+            if self.cache is not None
+            else uuid.uuid4().hex
+        )
+        answer = response_from_body(self._post(body, idem, len(rows)))
+        if len(answer) != len(rows):
+            raise RemoteError(f"{self.url} answered {len(answer)} rows for {len(rows)} inputs")
+        answer = Response(
+            answer.kind, answer.values, answer.num_classes or self.info["num_classes"]
+        )
+        with self._lock:
+            self.bought += len(rows)
+        if self.cache is not None and hashes is not None:
+            self.cache.put(self.scope, hashes, answer)
+        return answer
+
+    def _joined(self, answers: list[Response]) -> Response:
+        kind = answers[0].kind
+        if kind is not self.output:
+            raise RemoteError(f"{self.url} answered {kind.value}, but its info says {self.output}")
+        values = torch.cat([a.values for a in answers])
+        return Response(kind, values, self.info["num_classes"])
 
     def stats(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -316,6 +366,8 @@ class HttpOracle(Oracle):
         }
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
         self._http.close()
         if self.cache is not None:
             self.cache.close()

@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.responses import Response as HttpResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +59,36 @@ class QueryBody(BaseModel):
     )
     encoding: Literal["json", "npy"] = Field(
         default="json", description="how the answer's values travel: nested numbers or .npy"
+    )
+
+
+def body_model(service: Service) -> type[QueryBody]:
+    """``QueryBody`` with this API's own shape, value range and output kinds in its schema, so
+    the documentation (and a fuzzer) knows what a valid batch is."""
+    c, h, w = service.spec.shape
+    lo, hi = service.spec.value_range
+    value = Annotated[float, Field(ge=lo, le=hi, allow_inf_nan=False)]
+    row = Annotated[list[value], Field(min_length=w, max_length=w)]  # type: ignore[valid-type]
+    plane = Annotated[list[row], Field(min_length=h, max_length=h)]  # type: ignore[valid-type]
+    image = Annotated[list[plane], Field(min_length=c, max_length=c)]  # type: ignore[valid-type]
+    outputs = tuple(k.value for k in OutputKind if can_reduce(service.output, k))
+    return create_model(
+        "QueryBody",
+        __base__=QueryBody,
+        __doc__=QueryBody.__doc__,
+        inputs=(
+            Annotated[list[image], Field(min_length=1)] | None,  # type: ignore[valid-type]
+            Field(
+                default=None,
+                description=f"the batch as nested numbers, shape (N, {c}, {h}, {w}), in [{lo}, {hi}]",
+            ),
+        ),
+        output=(
+            Literal[outputs] | None,  # type: ignore[valid-type]
+            Field(
+                default=None, description="reduce the answer to this kind (default: the API's own)"
+            ),
+        ),
     )
 
 
@@ -159,6 +189,9 @@ def _refusal(r: Refused) -> JSONResponse:
     )
 
 
+BODY_SHA256 = "stealkit.body_sha256"
+
+
 class BodyLimit:
     """Refuses request bodies over ``max_bytes`` with 413, by Content-Length before reading and
     by counting what arrives for bodies sent without one."""
@@ -182,15 +215,20 @@ class BodyLimit:
                     return
         seen = 0
         over = False
+        digest = hashlib.sha256()
 
         async def counted() -> Message:
             nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request" and not over:
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > self.max_bytes:
                     over = True
                     return {"type": "http.request", "body": b"", "more_body": False}
+                digest.update(chunk)
+                if not message.get("more_body", False):
+                    scope[BODY_SHA256] = digest.hexdigest()  # what Idempotency-Key compares
             return message
 
         started = False
@@ -270,6 +308,13 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
         log.error("ledger database error: %s", exc)
         return error(503, "ledger_unavailable", "the ledger database cannot be reached; retry")
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return error(
+            500, "internal_error", "the server failed on this request; nothing was charged"
+        )
+
     def key_of(
         credentials: HTTPAuthorizationCredentials | None, api_key: str | None
     ) -> KeyRow | JSONResponse:
@@ -314,17 +359,8 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
             return key
         return key.usage()
 
-    @app.post(
-        "/v1/query",
-        response_model=QueryAnswer,
-        tags=["api"],
-        responses={
-            402: {"model": ErrorBody, "description": "the batch would cross the key's quota"},
-            429: {"model": ErrorBody, "description": "over the key's rate; see Retry-After"},
-            502: {"model": ErrorBody, "description": "the victim answered NaN; not charged"},
-        },
-    )
     def query(
+        request: Request,
         body: QueryBody,
         creds: Creds,
         api_key: ApiKey,
@@ -344,18 +380,21 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
             return key
         body_hash = None
         if idempotency_key is not None:
-            body_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+            body_hash = request.scope.get(BODY_SHA256) or hashlib.sha256(
+                body.model_dump_json().encode()
+            ).hexdigest()
             before = ledger.stored(key.id, idempotency_key, body_hash)
             if isinstance(before, Replay):
                 return _replayed(before)
             if isinstance(before, Refused):
                 return _refusal(before)
-        if body.output is not None and not can_reduce(service.output, body.output):
+        want = OutputKind(body.output) if body.output is not None else None
+        if want is not None and not can_reduce(service.output, want):
             return error(
                 422,
                 "invalid_field",
                 f"this API answers {service.output.value}, which cannot become "
-                f"{body.output.value}; leave 'output' out or ask for a reduction of it",
+                f"{want.value}; leave 'output' out or ask for a reduction of it",
                 "output",
             )
         try:
@@ -386,8 +425,8 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
             return error(403, "refused_by_defense", f"{e}; nothing was charged")
         except VictimError as e:
             return error(502, "victim_error", str(e))
-        if body.output is not None:
-            response = reduce(response, body.output, service.k)
+        if want is not None:
+            response = reduce(response, want, service.k)
         payload = answer_body(response, encoding=body.encoding)
         payload["charged"] = n
         content = json.dumps(payload, separators=(",", ":")).encode()
@@ -403,6 +442,18 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
         if outcome.row.left is not None:
             headers["X-Budget-Left"] = str(outcome.row.left)
         return HttpResponse(content, media_type="application/json", headers=headers)
+
+    query.__annotations__["body"] = body_model(service)  # the schema says this API's shape
+    app.post(
+        "/v1/query",
+        response_model=QueryAnswer,
+        tags=["api"],
+        responses={
+            402: {"model": ErrorBody, "description": "the batch would cross the key's quota"},
+            429: {"model": ErrorBody, "description": "over the key's rate; see Retry-After"},
+            502: {"model": ErrorBody, "description": "the victim answered NaN; not charged"},
+        },
+    )(query)
 
     app.state.service, app.state.ledger = service, ledger
     return app

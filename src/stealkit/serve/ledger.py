@@ -422,11 +422,19 @@ class SqlLedger:
         The quota and rate are decided again here, under the key's lock: another process may
         have spent them since this one looked. A replay (same Idempotency-Key and body) returns
         the stored answer and charges nothing.
+
+        Several machines sharing one ledger should keep their clocks in sync (NTP): the rate is
+        measured on each server's clock.
         """
-        now = time.time() if now is None else now
         try:
             with self._tx() as c:
                 row = self._locked(c, key_id)
+                # The time is read once the key's row is held, and never goes back: a process
+                # that read its clock before waiting for the lock must not rewind the bucket.
+                if now is None:
+                    now = time.time()
+                if row is not None and row.tokens_at is not None:
+                    now = max(now, row.tokens_at)
                 if row is None or row.revoked_at is not None:
                     return Refused(
                         403, "revoked", f"API key {key_id} was revoked during the request"
