@@ -148,7 +148,7 @@ def e2e_section(d: dict[str, Any] | None) -> list[str]:
 def write(folder: Path, out: Path) -> Path:
     parts = {p: _read(folder, p) for p in ("load", "faults", "fuzz", "throughput", "e2e")}
     when = sorted({d["when"] for d in parts.values() if d})
-    m = next((d["machine"] for d in parts.values() if d), {})
+    m: dict[str, Any] = next((d["machine"] for d in parts.values() if d), {})
     lines = [
         "# stealkit serve: a victim API over HTTP, measured",
         "",
