@@ -84,20 +84,29 @@ def faults_section(d: dict[str, Any] | None) -> list[str]:
 def fuzz_section(d: dict[str, Any] | None) -> list[str]:
     if d is None:
         return ["_not measured yet: `python -m benchmarks.serve_load fuzz`_", ""]
-    u = d["answered_by_server"]
-    return [
-        f"- {d['schemathesis']}, `-n {d['max_examples']}` per operation, seed {d['seed']}, "
-        f"checks: {', '.join(d['checks'])}.",
-        f"- Result: `{d['summary']}`; exit code {d['exit_code']}; server alive afterwards: "
-        f"{_mark(d['server_alive_after'])}.",
-        f"- Of those, the server answered {u['requests_answered']} queries "
-        f"({u['inputs_answered']} inputs) and refused {u['requests_refused']}; the rest were "
-        "4xx before any charge.",
-        "- `positive_data_acceptance` is not among the checks: the schema gives the batch's "
-        "shape and range for `inputs`, but cannot say that an `npy` string must be a .npy of "
-        "that shape, so schema-valid junk there is (rightly) refused with 422.",
+    lines = [
+        f"{d['schemathesis']}, `-n {d['max_examples']}` per operation, seed {d['seed']}, checks: "
+        f"{', '.join(d['checks'])}.",
+        "",
+        "| victim served | test cases | failures | exit code | server alive after | queries answered (inputs) | refused |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in d["runs"]:
+        u = r["answered_by_server"]
+        lines.append(
+            f"| {r['victim']} | {r['test_cases']} | {len(r['failures'])} | {r['exit_code']} | "
+            f"{_mark(r['server_alive_after'])} | {u['requests_answered']} ({u['inputs_answered']}) "
+            f"| {u['requests_refused']} |"
+        )
+    lines += [
+        "",
+        "Every other request got a 4xx before any charge. `positive_data_acceptance` is not "
+        "among the checks: the schema gives a batch's shape and range for `inputs`, but cannot "
+        "say that an `npy` string must hold a .npy of that shape, so schema-valid junk there is "
+        "(rightly) refused with 422, which that check would count as a failure.",
         "",
     ]
+    return lines
 
 
 def throughput_section(d: dict[str, Any] | None) -> list[str]:

@@ -236,3 +236,14 @@ def test_the_usage_is_what_the_ledger_holds(live_server) -> None:
     assert u["money_spent"] == pytest.approx(10 * 5.0 / 1000) and u["budget_left"] == 10
     assert live.ledger.billed(token.split("_")[1]) == (10, 2)
     assert json.loads(json.dumps(u)) == u
+
+
+def test_a_defence_that_changes_the_kind_decides_what_the_api_answers(live_server) -> None:
+    live = live_server(defenses=[build_defense("topk", k=2)])
+    token = live.key()
+    info = httpx.get(live.url + "/v1/info", headers=live.headers(token)).json()
+    assert info["output"] == "topk"
+    values = torch.tensor(_query(live, token).json()["values"])
+    assert ((values > 0).sum(1) == 2).all()  # two classes revealed per row, as in-process
+    labels = live_server(output="label", defenses=[build_defense("topk", k=2)])
+    assert labels.service.output is OutputKind.LABEL  # a reduction of top-k is kept

@@ -134,6 +134,6 @@ def test_a_served_process_answers_meters_and_stops_cleanly(tmp_path: Path, capsy
         _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err, err
     assert "digit-recognizer answering probabilities behind ReverseSigmoid" in err
-    assert main(["keys", "--db", db, "list"]) == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if token.split("_")[1] in ln][0]
-    assert line.split()[1] == "8" or "8" in line.split()
+    assert main(["keys", "--db", db, "usage", token.split("_")[1]]) == 0
+    usage = json.loads(capsys.readouterr().out)
+    assert (usage["inputs_answered"], usage["inputs_refused"]) == (8, 9)

@@ -12,7 +12,7 @@ import torch
 from stealkit.defenses import DefendedOracle, build_defense
 from stealkit.errors import BudgetExceeded, QueryError
 from stealkit.oracle import Ledger, LocalOracle, OutputKind
-from stealkit.oracle.http import HttpOracle, RemoteError
+from stealkit.oracle.http import AnswerCache, HttpOracle, RemoteError
 from toys import RowBands
 
 X = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -100,8 +100,32 @@ def test_a_retry_after_a_lost_answer_is_replayed_and_charged_once(live_server) -
     transport = DropFirstAnswer()
     oracle = HttpOracle(live.url, api_key=token, transport=transport, batch=16)
     oracle.query(X[:16])
-    assert transport.dropped == 1 and oracle.retried == 1 and oracle.replayed == 1
+    assert transport.dropped == 1 and oracle.retried == 1
+    assert oracle.bought == 16 and oracle.replayed == 0  # the lost attempt's charge is ours
     assert oracle.usage()["inputs_answered"] == 16  # charged once, not twice
+
+
+def test_a_batch_bought_but_never_cached_is_replayed_free_on_resume(
+    live_server, tmp_path: Path
+) -> None:
+    """A run killed after the server charged a batch but before the cache kept it: the run
+    again sends the same body under the same Idempotency-Key and is not charged again."""
+    live = live_server()
+    token = live.key(budget=16)
+    cache = tmp_path / "c.sqlite"
+    first = HttpOracle(live.url, api_key=token, cache=cache, batch=16)
+
+    def die(*_: object) -> None:
+        raise KeyboardInterrupt  # killed between the server's answer and the cache
+
+    first.cache.put = die  # type: ignore[method-assign, union-attr]
+    with pytest.raises(KeyboardInterrupt):
+        first.query(X[:16])
+    assert first.usage()["inputs_answered"] == 16 and AnswerCache(cache).count(first.scope) == 0
+    again = HttpOracle(live.url, api_key=token, cache=cache, batch=16)
+    answer = again.query(X[:16])  # the key's whole quota is spent: only a replay can answer
+    assert again.replayed == 16 and again.bought == 0
+    assert again.usage()["inputs_answered"] == 16 and len(answer) == 16
 
 
 def test_server_refusals_become_stealkit_errors(live_server) -> None:

@@ -119,6 +119,19 @@ def test_config_checks_read_the_served_api(served: dict[str, Any], monkeypatch) 
                 "grid": [{"attacks": ["kr"], "budgets": [100]}],
             }
         )
+    no_judge = {
+        **served["victim"],
+        "params": {k: v for k, v in served["victim"]["params"].items() if k != "judge_key_env"},
+    }
+    with pytest.raises(ConfigError, match="judge_key_env: .*never the thief's"):
+        parse_config(
+            {
+                **BASE,
+                "name": "x",
+                "victim": no_judge,
+                "grid": [{"attacks": ["kr"], "budgets": [100]}],
+            }
+        )
     monkeypatch.delenv("THIEF_KEY")
     with pytest.raises(ConfigError, match="THIEF_KEY is not set"):
         parse_config(

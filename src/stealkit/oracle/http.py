@@ -15,7 +15,8 @@ answers like any oracle: attacks cannot tell it from a local one. On the way it
 
 Its ``ledger`` counts what the attack consumed (cache hits included, so a resumed run spends the
 same budget as an uninterrupted one); ``bought`` counts the inputs the server charged for, which
-is what ``/v1/usage`` reports for the key.
+is what ``/v1/usage`` reports for the key; ``replayed`` those it had charged before (a retry, or
+a batch a killed run bought but never cached) and answered again for free.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class HttpOracle(Oracle):
         self.cache = AnswerCache(cache) if cache is not None else None
         self.bought = 0
         self.cache_hits = 0
-        self.replayed = 0
+        self.replayed = 0  # inputs answered from the server's store of earlier answers
         self.retried = 0
         self.waited_seconds = 0.0
         self.latencies: list[float] = []
@@ -228,6 +229,7 @@ class HttpOracle(Oracle):
     def _post(self, body: bytes, key: str, n: int) -> dict[str, Any]:
         headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
         delay = 0.1
+        lost = False  # an earlier attempt may have been answered (and charged) unseen
         for attempt in range(1, self.retries + 1):
             t = time.perf_counter()
             try:
@@ -238,6 +240,7 @@ class HttpOracle(Oracle):
                         f"{self.url} failed {attempt} times ({type(e).__name__}: {e}); the answers "
                         "already bought are cached: run again to resume"
                     ) from None
+                lost = True
                 log.warning("query failed (%s); retry %d with the same Idempotency-Key", e, attempt)
                 with self._lock:
                     self.retried += 1
@@ -245,10 +248,18 @@ class HttpOracle(Oracle):
                 delay = min(delay * 2, 5.0)
                 continue
             if r.status_code == 200:
+                answer = dict(r.json())
+                replayed = r.headers.get("Idempotent-Replayed") == "true"
                 with self._lock:
                     self.latencies.append(time.perf_counter() - t)
-                    self.replayed += r.headers.get("Idempotent-Replayed") == "true"
-                return dict(r.json())
+                    # A replay after a lost attempt was charged for that attempt: bought here.
+                    # A replay at the first attempt was bought before (by a run that died
+                    # before caching it), and costs nothing now.
+                    if replayed and not lost:
+                        self.replayed += n
+                    else:
+                        self.bought += n
+                return answer
             if r.status_code == 429 and attempt < self.retries:
                 wait = _retry_after(r)
                 with self._lock:
@@ -256,6 +267,7 @@ class HttpOracle(Oracle):
                 time.sleep(wait)
                 continue
             if r.status_code in _TRANSIENT and attempt < self.retries:
+                lost = True
                 with self._lock:
                     self.retried += 1
                 time.sleep(delay)
@@ -334,8 +346,6 @@ class HttpOracle(Oracle):
         answer = Response(
             answer.kind, answer.values, answer.num_classes or self.info["num_classes"]
         )
-        with self._lock:
-            self.bought += len(rows)
         if self.cache is not None and hashes is not None:
             self.cache.put(self.scope, hashes, answer)
         return answer

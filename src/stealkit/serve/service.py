@@ -46,8 +46,8 @@ class Service:
 
     Args:
         victim: the loaded victim (any registered one).
-        output: the kind of answer the API gives; with defences, what the last defence gives
-            must be it or reducible to it (``can_reduce``).
+        output: the kind of answer the API gives; with defences that change the kind (top-k,
+            argmax), what the last one gives, reduced to ``output`` where it can be (labels).
         k: classes revealed for ``topk`` answers.
         defenses: applied in order to every untrusted key's answers.
         limits: batch and body limits per request.
@@ -88,10 +88,9 @@ class Service:
                 )
             kind = d.output_kind(kind)
         if not can_reduce(kind, want):
-            raise ConfigError(
-                f"the defences answer {kind.value}, which cannot become output {want.value!r}; "
-                f"set output: {kind.value}"
-            )
+            # as in-process (Victim.oracle): a defence that changes the kind of answer (top-k,
+            # argmax) decides what the API gives; an output it can be reduced to is kept
+            want = kind
         self.output = want
         self._clean: Oracle = victim.evaluator(output=need, device=device)
         self._trusted: Oracle = victim.evaluator(output=want, device=device)

@@ -162,6 +162,12 @@ def load_http(
 def describe_http(**params: Any) -> Any:
     from stealkit.victims.registry import VictimInfo
 
+    if not params.get("judge_key_env"):
+        raise ConfigError(
+            "victim.params.judge_key_env: an experiment judges the stolen model against the served "
+            "victim on a key of its own, never the thief's; name the environment variable holding "
+            "it (best a trusted key: `stealkit keys create --trusted`)"
+        )
     v = load_http(**params)
     assert isinstance(v, HttpVictim)
     outputs = frozenset(k for k in OutputKind if can_reduce(v.served, k))
