@@ -579,6 +579,7 @@ def part_e2e(args: argparse.Namespace) -> None:
             "rerun_stderr_tail": second.stderr.strip().splitlines()[-3:],
             "rerun_bought_from_server": rr["oracle"].get("bought"),
             "rerun_cache_hits": rr["oracle"].get("cache_hits"),
+            "rerun_replayed": rr["oracle"].get("replayed"),
             "server_charged_thief_total": after["inputs_answered"],
             "thief_money": after["money_spent"],
             "judge_inputs_answered": judge_usage["inputs_answered"],

@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "documentation is at /docs. Every input is charged per key in a SQL ledger (SQLite by "
         "default, PostgreSQL by URL) that several processes can share. Flags override CONFIG.",
     )
-    sv.add_argument("config", nargs="?", help="YAML serve config (see configs/serve.yaml)")
+    sv.add_argument("config", nargs="?", help="YAML serve config (see configs/serve/mnist-reverse-sigmoid.yaml)")
     sv.add_argument("--victim", help="registered victim name (default digit-recognizer)")
     sv.add_argument(
         "--victim-params", help="the victim's params as YAML/JSON, e.g. '{dataset: cifar10}'"

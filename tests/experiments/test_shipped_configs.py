@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from stealkit.experiments.config import load_config
 from stealkit.experiments.runner import expand_grid
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+SERVE_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "serve").glob("*.yaml"))
 
 
 def _digit_recognizer_onnx(tmp_path: Path) -> Path:
@@ -37,8 +40,27 @@ def _digit_recognizer_onnx(tmp_path: Path) -> Path:
     return path
 
 
+@contextmanager
+def _served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The shipped serve config's victim, served for real, with the keys a user would export."""
+    from stealkit.serve.app import asgi
+    from stealkit.serve.config import build, load_serve_config
+    from stealkit.serve.live import serving
+
+    cfg = load_serve_config(SERVE_CONFIGS[0]).model_copy(
+        update={"db": f"sqlite:///{tmp_path / 'ledger.sqlite'}"}
+    )
+    service, ledger = build(cfg)
+    monkeypatch.setenv("STEALKIT_API_KEY", ledger.create_key(budget=5000)[0])
+    monkeypatch.setenv("STEALKIT_JUDGE_KEY", ledger.create_key(trusted=True)[0])
+    with serving(asgi(service, ledger)) as url:
+        yield url
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
-def test_shipped_config_is_valid(path: Path, tmp_path: Path) -> None:
+def test_shipped_config_is_valid(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     overrides = None
     raw = yaml.safe_load(path.read_text())
     if raw["victim"]["name"] == "onnx":  # a template: it names the user's file
@@ -46,6 +68,13 @@ def test_shipped_config_is_valid(path: Path, tmp_path: Path) -> None:
             load_config(path)
         params = {**raw["victim"]["params"], "path": str(_digit_recognizer_onnx(tmp_path))}
         overrides = {"victim": {**raw["victim"], "params": params}}
+    if raw["victim"]["name"] == "http":  # it names a server: serve one where it says
+        with ExitStack() as stack:
+            url = stack.enter_context(_served(tmp_path, monkeypatch))
+            params = {**raw["victim"]["params"], "url": url, "cache": None}
+            cfg = load_config(path, overrides={"victim": {**raw["victim"], "params": params}})
+        assert cfg.name == path.stem and expand_grid(cfg)
+        return
     cfg = load_config(path, overrides=overrides)
     assert cfg.name == path.stem
     assert expand_grid(cfg)
@@ -59,3 +88,14 @@ def test_default_grid_covers_what_the_readme_promises() -> None:
     assert any(
         r.attack == "knockoff-random" and r.defense == "none" and r.budget == 20000 for r in runs
     )
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS, ids=[p.stem for p in SERVE_CONFIGS])
+def test_shipped_serve_config_builds(path: Path, tmp_path: Path) -> None:
+    from stealkit.serve.config import build, load_serve_config
+
+    cfg = load_serve_config(path)
+    assert cfg.host == "127.0.0.1"  # loopback unless the user says otherwise
+    service, ledger = build(cfg.model_copy(update={"db": f"sqlite:///{tmp_path / 'l.sqlite'}"}))
+    assert service.defenses and service.output.value == cfg.victim.output
+    ledger.close()
