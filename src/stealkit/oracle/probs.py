@@ -36,9 +36,7 @@ def argmax_labels(probs: Tensor) -> Tensor:
     return probs.argmax(dim=1)
 
 
-_CLASS = frozenset(
-    {OutputKind.LABEL, OutputKind.TOPK, OutputKind.PROBABILITIES, OutputKind.LOGITS}
-)
+_CLASS = frozenset({OutputKind.LABEL, OutputKind.TOPK, OutputKind.PROBABILITIES, OutputKind.LOGITS})
 
 
 def can_reduce(have: OutputKind, want: OutputKind) -> bool:

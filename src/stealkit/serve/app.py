@@ -380,9 +380,10 @@ def create_app(service: Service, ledger: SqlLedger) -> FastAPI:
             return key
         body_hash = None
         if idempotency_key is not None:
-            body_hash = request.scope.get(BODY_SHA256) or hashlib.sha256(
-                body.model_dump_json().encode()
-            ).hexdigest()
+            body_hash = (
+                request.scope.get(BODY_SHA256)
+                or hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+            )
             before = ledger.stored(key.id, idempotency_key, body_hash)
             if isinstance(before, Replay):
                 return _replayed(before)
