@@ -212,6 +212,21 @@ def write(folder: Path, out: Path) -> Path:
         "## End to end: Knockoff over HTTP against reverse sigmoid",
         "",
         *e2e_section(parts["e2e"]),
+        "## Notes",
+        "",
+        "- Idempotency follows the IETF httpapi `Idempotency-Key` draft and Stripe's documented "
+        "behaviour as far as their public descriptions go (we could not check either against a "
+        "reference implementation here): the first answer is stored with a hash of the raw body "
+        "and returned to retries with the same key and body (header `Idempotent-Replayed: true`), "
+        "charged once; the same key with another body is 422. Where the draft suggests 409 for a "
+        "retry that arrives while the first request is still being answered, stealkit answers "
+        "both: the second waits for the key's row in the ledger and gets the stored answer.",
+        "- Stored answers are kept without expiry; the request log grows by one row per answered "
+        "request.",
+        "- State of stateful defences (per-key monitors) lives in each server process; quotas and "
+        "rates live in the shared ledger. With several processes, a monitor sees only the share "
+        "of a key's queries its process answered.",
+        "",
     ]
     out.write_text("\n".join(lines) + "\n")
     return out

@@ -141,3 +141,30 @@ def test_server_refusals_become_stealkit_errors(live_server) -> None:
     with pytest.raises(QueryError, match="shape"):
         oracle.query(torch.rand(2, 1, 8, 9))  # refused locally, from the spec /v1/info gave
     assert oracle.usage()["inputs_answered"] == 0
+
+
+def test_an_encoder_is_served_as_embeddings(sqlite_url: str) -> None:
+    from torch import nn
+
+    from stealkit.oracle import InputSpec
+    from stealkit.serve.app import asgi
+    from stealkit.serve.ledger import SqlLedger
+    from stealkit.serve.live import serving
+    from stealkit.serve.service import Service
+    from stealkit.victims.base import Victim
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 12))
+    victim = Victim("enc", net, InputSpec(1, 8, 8), kind="encoder")
+    ledger = SqlLedger(sqlite_url)
+    token = ledger.create_key()[0]
+    service = Service(victim, output="embedding", defenses=[build_defense("embedding_noise", sigma=0.0)])
+    with serving(asgi(service, ledger)) as url:
+        oracle = HttpOracle(url, api_key=token)
+        assert oracle.output is OutputKind.EMBEDDING and oracle.output_dim == 12
+        got = oracle.query(X[:5])
+        with torch.inference_mode():
+            want = net(X[:5])
+        assert got.kind is OutputKind.EMBEDDING and torch.allclose(got.values, want, atol=1e-6)
+        with pytest.raises(TypeError, match="no classes"):
+            _ = oracle.num_classes
