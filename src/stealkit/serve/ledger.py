@@ -388,24 +388,13 @@ class SqlLedger:
         """The stored answer of an earlier request with this key and Idempotency-Key (Replay),
         a Refused 422 when that request had another body, or None when there was none."""
         with self.engine.connect() as c:
-            r = c.execute(
-                select(requests.c.body_hash, requests.c.response).where(
-                    requests.c.key_id == key_id, requests.c.idempotency_key == idempotency_key
-                )
-            ).first()
+            r = _stored(c, key_id, idempotency_key)
         return None if r is None else _replay(r, idempotency_key, body_hash)
 
     def refuse(self, key_id: str, n: int) -> None:
         """Count a refused batch of ``n`` inputs (nothing charged)."""
         with self._tx() as c:
-            c.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id)
-                .values(
-                    refused_inputs=api_keys.c.refused_inputs + n,
-                    refused_requests=api_keys.c.refused_requests + 1,
-                )
-            )
+            _count_refusal(c, key_id, n)
 
     def charge(
         self,
@@ -440,24 +429,12 @@ class SqlLedger:
                         403, "revoked", f"API key {key_id} was revoked during the request"
                     )
                 if idempotency_key is not None:
-                    r = c.execute(
-                        select(requests.c.body_hash, requests.c.response).where(
-                            requests.c.key_id == key_id,
-                            requests.c.idempotency_key == idempotency_key,
-                        )
-                    ).first()
+                    r = _stored(c, key_id, idempotency_key)
                     if r is not None:
                         return _replay(r, idempotency_key, body_hash or "")
                 refusal = decide(row, n, now)
                 if refusal is not None:
-                    c.execute(
-                        update(api_keys)
-                        .where(api_keys.c.id == key_id)
-                        .values(
-                            refused_inputs=api_keys.c.refused_inputs + n,
-                            refused_requests=api_keys.c.refused_requests + 1,
-                        )
-                    )
+                    _count_refusal(c, key_id, n)
                     return refusal
                 values: dict[str, Any] = {
                     "spent": api_keys.c.spent + n,
@@ -509,6 +486,26 @@ class SqlLedger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _count_refusal(c: Connection, key_id: str, n: int) -> None:
+    c.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(
+            refused_inputs=api_keys.c.refused_inputs + n,
+            refused_requests=api_keys.c.refused_requests + 1,
+        )
+    )
+
+
+def _stored(c: Connection, key_id: str, idempotency_key: str) -> Any:
+    """The (body_hash, response) row of an earlier request with this key and Idempotency-Key."""
+    return c.execute(
+        select(requests.c.body_hash, requests.c.response).where(
+            requests.c.key_id == key_id, requests.c.idempotency_key == idempotency_key
+        )
+    ).first()
 
 
 def _replay(r: Any, idempotency_key: str, body_hash: str) -> Outcome:
