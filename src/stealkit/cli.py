@@ -9,10 +9,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stealkit.errors import StealkitError
+
+if TYPE_CHECKING:
+    from stealkit.oracle.response import OutputKind
 
 log = logging.getLogger("stealkit")
 
@@ -39,6 +43,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for r in runs:
             mark = "   (done)" if (r.attack, r.defense, r.budget, r.seed) in done else ""
             print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}{mark}")
+        from stealkit.experiments.checks import evaluation_warnings
+
+        for w in evaluation_warnings(cfg):
+            print(f"stealkit: warning: {w}", file=sys.stderr)
         return 0
     try:
         results = Experiment(cfg, out, progress=not args.no_progress, fresh=args.fresh).run()
@@ -93,36 +101,285 @@ def _cmd_train_victim(args: argparse.Namespace) -> int:
     return 0
 
 
+LIST_KINDS = ("victims", "attacks", "defenses", "models", "datasets")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    from stealkit.attacks import PRESETS as AP
-    from stealkit.attacks import attack_names, build_attack
-    from stealkit.data import dataset_info, dataset_names
-    from stealkit.defenses import PRESETS as DP
+    kinds = [args.what] if args.what else list(LIST_KINDS)
+    if args.json:
+        print(json.dumps({k: _list_records(k, args.data_dir) for k in kinds}, indent=2))
+        return 0
+    for k in kinds:
+        records = _list_records(k, args.data_dir) if args.details else None
+        for line in _list_lines(k, records):
+            print(line)
+    return 0
+
+
+def _list_records(kind: str, data_dir: str | None) -> list[dict[str, Any]]:
+    """What ``list KIND --details`` (and ``--json``) tells of every registered name of a kind."""
+    if kind == "datasets":
+        from stealkit.data import dataset_names
+        from stealkit.data.registry import describe_dataset
+
+        return [describe_dataset(d, data_dir=data_dir).to_dict() for d in dataset_names()]
+    if kind == "attacks":
+        return [_attack_record(a) for a in _names("attacks")]
+    if kind == "victims":
+        return [_victim_record(v) for v in _names("victims")]
+    if kind == "defenses":
+        return [_defense_record(d) for d in _names("defenses")]
+    return [_model_record(m) for m in _names("models")]
+
+
+def _names(kind: str) -> list[str]:
+    from stealkit.attacks import attack_names
     from stealkit.defenses import defense_names
-    from stealkit.models import model_description, model_names
+    from stealkit.models import model_names
     from stealkit.victims.registry import victim_names
 
-    print("victims:  " + ", ".join(victim_names()))
-    print(
-        "attacks (what each steals, whether it needs the thief's own images, what it learns from):"
-    )
-    for name in attack_names():
+    return {
+        "attacks": attack_names,
+        "defenses": defense_names,
+        "models": model_names,
+        "victims": victim_names,
+    }[kind]()
+
+
+def _kinds(kinds: Iterable[OutputKind]) -> list[str]:
+    return sorted(k.value for k in kinds)
+
+
+def _attack_record(name: str) -> dict[str, Any]:
+    from stealkit.attacks import PRESETS, build_attack
+
+    try:
         a = build_attack(name)
-        accepts = ", ".join(sorted(k.value for k in a.accepts))
-        pool = "pool" if a.needs_pool else "data-free"
-        presets = ", ".join(p for p, (t, _) in AP.items() if t == name)
-        print(
-            f"  {name:14s} {a.steals:10s} {pool:9s} {accepts}"
-            + (f"   presets: {presets}" if presets else "")
+    except Exception as e:  # a plugin's attack that needs parameters: say so, carry on
+        return {"name": name, "problem": f"{type(e).__name__}: {e}"}
+    presets = {}
+    for preset, (type_, params) in PRESETS.items():
+        if type_ == name:  # a preset may accept other answers (MEGA's and DaST's variants)
+            presets[preset] = {
+                "params": params,
+                "accepts": _kinds(build_attack(type_, **params).accepts),
+            }
+    return {
+        "name": name,
+        "steals": a.steals,
+        "needs_pool": a.needs_pool,
+        "accepts": _kinds(a.accepts),
+        "defaults": repr(a),
+        "presets": presets,
+    }
+
+
+def _victim_record(name: str) -> dict[str, Any]:
+    from stealkit.victims import registry
+
+    takes, required = registry.victim_params(name)
+    rec: dict[str, Any] = {
+        "name": name,
+        "description": registry.victim_description(name),
+        "params": takes,
+    }
+    if required:  # describing it needs them (a victim trained here would be trained)
+        return rec | {"needs_params": required}
+    try:
+        info = registry.describe_victim(name)
+    except Exception as e:  # not available here (a missing package or file): say why
+        return rec | {"problem": f"{type(e).__name__}: {e}"}
+    return rec | {
+        "kind": info.kind,
+        "spec": None if info.spec is None else info.spec.to_dict(),
+        "output_dim": info.output_dim,
+        "outputs": None if info.outputs is None else _kinds(info.outputs),
+    }
+
+
+def _defense_record(name: str) -> dict[str, Any]:
+    from stealkit.defenses import PRESETS, build_defense
+    from stealkit.oracle.response import OutputKind
+
+    try:
+        d = build_defense(name)
+    except Exception as e:  # a plugin's defence that needs parameters: say so, carry on
+        return {"name": name, "problem": f"{type(e).__name__}: {e}"}
+    return {
+        "name": name,
+        "wraps": _kinds(k for k in OutputKind if d.accepts(k)),
+        "answers": None if d.gives is None else d.gives.value,  # None: what it receives
+        "defaults": repr(d),
+        "presets": {p: params for p, (t, params) in PRESETS.items() if t == name},
+    }
+
+
+def _model_record(name: str) -> dict[str, Any]:
+    from stealkit.models import build_model, model_description
+
+    rec: dict[str, Any] = {"name": name, "description": model_description(name)}
+    try:  # its size on a common input: how heavy a surrogate it makes
+        net = build_model(name, in_channels=1, num_classes=10, image_size=28)
+    except Exception as e:  # a listing reports each failure, never stops at one
+        return rec | {"problem": f"{type(e).__name__}: {e}"}
+    return rec | {"parameters_1x28x28_10_classes": sum(p.numel() for p in net.parameters())}
+
+
+def _list_lines(kind: str, records: list[dict[str, Any]] | None) -> list[str]:
+    """The overview of one kind (``records`` None) or its details."""
+    if kind == "datasets":
+        return _dataset_lines(records)
+    if kind == "attacks":
+        return _attack_lines(records)
+    if kind == "victims":
+        return _victim_lines(records)
+    if kind == "defenses":
+        return _defense_lines(records)
+    return _model_lines(records)
+
+
+def _model_lines(records: list[dict[str, Any]] | None) -> list[str]:
+    from stealkit.models import model_description
+
+    if records is None:
+        return ["models:"] + [f"  {m:12s} {model_description(m)}" for m in _names("models")]
+    lines = ["models (parameters at 1x28x28 inputs and 10 classes; description):"]
+    for r in records:
+        size = r.get("parameters_1x28x28_10_classes")
+        shown = f"{size:,}" if size is not None else r["problem"]
+        lines.append(f"  {r['name']:14s} {shown:>9s}  {r['description']}")
+    return lines
+
+
+def _dataset_lines(records: list[dict[str, Any]] | None) -> list[str]:
+    from stealkit.data import dataset_info, dataset_names
+
+    if records is None:
+        lines = ["data sets:"]
+        for d in dataset_names():
+            splits, _ = dataset_info(d)
+            lines.append(f"  {d:22s} splits: {', '.join(splits)}")
+        return lines
+    lines = [
+        "data sets (channels x height x width; labels; images per split; here or how to get it):"
+    ]
+    pad = " " * 25
+    for r in records:
+        dims = (r["channels"], r["height"], r["width"])
+        shape = "x".join("?" if v is None else str(v) for v in dims)
+        if r["labelled"] is None:
+            labels = "labels ?"
+        elif r["labelled"]:
+            labels = f"{r['classes']} classes" if r["classes"] else "labelled"
+        else:
+            labels = "unlabelled"
+        counts = ", ".join(f"{s} {n:,}" for s, n in r["images"].items()) or "counts from the files"
+        lines.append(f"  {r['name']:22s} {shape:10s} {labels:12s} {counts}")
+        if r["available"]:
+            lines.append(f"{pad}available here")
+        else:
+            lines.append(f"{pad}NOT available here ({r['problem']}); get it: {r['how_to_get']}")
+        if r["params"]:
+            lines.append(f"{pad}params: {r['params']}")
+    return lines
+
+
+def _attack_lines(records: list[dict[str, Any]] | None) -> list[str]:
+    from stealkit.attacks import PRESETS
+
+    if records is None:
+        from stealkit.attacks import build_attack
+
+        lines = [
+            "attacks (what each steals, whether it needs the thief's own images, what it learns "
+            "from):"
+        ]
+        for name in _names("attacks"):
+            a = build_attack(name)
+            accepts = ", ".join(_kinds(a.accepts))
+            pool = "pool" if a.needs_pool else "data-free"
+            presets = ", ".join(p for p, (t, _) in PRESETS.items() if t == name)
+            lines.append(
+                f"  {name:14s} {a.steals:10s} {pool:9s} {accepts}"
+                + (f"   presets: {presets}" if presets else "")
+            )
+        return lines
+    lines = ["attacks (family: what it steals; its data; the answers it learns from; presets):"]
+    for r in records:
+        if "problem" in r:
+            lines.append(f"  {r['name']:14s} {r['problem']}")
+            continue
+        data = "needs a pool (the thief's own images)" if r["needs_pool"] else "data-free (no pool)"
+        lines.append(
+            f"  {r['name']:14s} steals: {r['steals']}; {data}; learns from {', '.join(r['accepts'])}"
         )
-    print("defences: " + ", ".join(defense_names()) + "   presets: " + ", ".join(DP))
-    print("models:")
-    for m in model_names():
-        print(f"  {m:12s} {model_description(m)}")
-    print("data sets:")
-    for d in dataset_names():
-        splits, _ = dataset_info(d)
-        print(f"  {d:22s} splits: {', '.join(splits)}")
+        lines.append(f"      defaults: {r['defaults']}")
+        for p, pr in r["presets"].items():
+            params = ", ".join(f"{k}={v!r}" for k, v in pr["params"].items()) or "defaults"
+            other = (
+                f" (learns from {', '.join(pr['accepts'])})"
+                if pr["accepts"] != r["accepts"]
+                else ""
+            )
+            lines.append(f"      preset {p}: {params}{other}")
+    return lines
+
+
+def _victim_lines(records: list[dict[str, Any]] | None) -> list[str]:
+    if records is None:
+        return ["victims:  " + ", ".join(_names("victims"))]
+    lines = ["victims (kind; input channels x height x width in its value range; output size):"]
+    for r in records:
+        lines.append(f"  {r['name']:20s} {_victim_head(r)}")
+        lines.append(f"      {r['description']}")
+    return lines
+
+
+def _victim_head(r: dict[str, Any]) -> str:
+    if "needs_params" in r:
+        return f"needs params: {', '.join(r['needs_params'])} (takes {r['params']})"
+    if "problem" in r:
+        return f"NOT available here: {r['problem']}"
+    shape, size = "?", r["output_dim"]
+    if r["spec"]:
+        (lo, hi), sp = r["spec"]["value_range"], r["spec"]
+        shape = f"{sp['channels']}x{sp['height']}x{sp['width']} in [{lo:g}, {hi:g}]"
+    out = f"{size} classes" if r["kind"] == "classifier" else f"{size}-d embedding"
+    params = f" (params: {r['params']})" if r["params"] != "none" else ""
+    return f"{r['kind']}, input {shape}, {out if size is not None else 'output size ?'}{params}"
+
+
+def _defense_lines(records: list[dict[str, Any]] | None) -> list[str]:
+    from stealkit.defenses import PRESETS
+
+    if records is None:
+        return ["defences: " + ", ".join(_names("defenses")) + "   presets: " + ", ".join(PRESETS)]
+    lines = ["defences (the answers it wraps -> what it answers; defaults; presets):"]
+    for r in records:
+        if "problem" in r:
+            lines.append(f"  {r['name']:20s} {r['problem']}")
+            continue
+        presets = "; ".join(
+            p + (" (" + ", ".join(f"{k}={v!r}" for k, v in params.items()) + ")" if params else "")
+            for p, params in r["presets"].items()
+        )
+        lines.append(
+            f"  {r['name']:20s} {', '.join(r['wraps'])} -> {r['answers'] or 'the same'}; "
+            f"{r['defaults']}" + (f"; presets: {presets}" if presets else "")
+        )
+    return lines
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    if args.serve:
+        from stealkit.serve.config import ServeConfig
+
+        schema = ServeConfig.model_json_schema()
+    else:
+        from stealkit.experiments.config import ExperimentConfig
+
+        schema = ExperimentConfig.model_json_schema()
+    print(json.dumps(schema, indent=2))
     return 0
 
 
@@ -267,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
         "write runs/<name>/results.json and a self-contained runs/<name>/report.html. Without CONFIG, "
         "run the built-in default: steal the real MNIST CNN (digit-recognizer-py) with Fashion-MNIST "
         "queries, evaluated on the MNIST 5k digits.",
+        epilog="Config keys: `stealkit config-schema` prints every key of a config, with its type "
+        "and default, as JSON schema (a victim's own settings, such as spec, go under "
+        "victim.params); configs/ holds commented examples (configs/byo-onnx.yaml brings your own "
+        "model); README.md walks through them ('A short tour', 'Bring your own victim'). "
+        "`stealkit list --details` names what a config can use: victims, attacks, defences, "
+        "models, data sets.",
     )
     r.add_argument(
         "config", nargs="?", help="YAML config (see configs/); default: the built-in one"
@@ -316,9 +579,32 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         parents=[common],
         help="list registered victims, attacks, defences, models, data sets",
-        description="List everything the config can name.",
+        description="List everything the config can name. With --details: each data set's "
+        "channels, size, images per split, labels and whether it loads here (or how to get it); "
+        "each attack's family, the answers it learns from, whether it needs a pool, its presets; "
+        "each victim's kind, input spec and classes (or the params it needs); each defence's "
+        "input and output. --details loads every data set once (a few seconds).",
+    )
+    ls.add_argument("what", nargs="?", choices=LIST_KINDS, help="one kind only (default: all)")
+    ls.add_argument("--details", action="store_true", help="one entry per name, in full")
+    ls.add_argument("--json", action="store_true", help="the --details entries as JSON")
+    ls.add_argument(
+        "--data-dir", help="folder holding on-disk data sets, to check them (mnist/, cifar-10-...)"
     )
     ls.set_defaults(func=_cmd_list)
+
+    cs = sub.add_parser(
+        "config-schema",
+        parents=[common],
+        help="print the JSON schema of a `stealkit run` config (every key, typed)",
+        description="Print the JSON schema of the experiment config that `stealkit run` reads: "
+        "every key, its type, default and place (a victim's spec, for one, goes under "
+        "victim.params). configs/ holds examples.",
+    )
+    cs.add_argument(
+        "--serve", action="store_true", help="the schema of a `stealkit serve` config instead"
+    )
+    cs.set_defaults(func=_cmd_config_schema)
 
     rep = sub.add_parser(
         "report",

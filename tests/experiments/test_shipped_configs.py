@@ -12,32 +12,10 @@ import yaml
 from stealkit.errors import ConfigError
 from stealkit.experiments.config import load_config
 from stealkit.experiments.runner import expand_grid
+from victim_files import digit_recognizer_onnx
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 SERVE_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "serve").glob("*.yaml"))
-
-
-def _digit_recognizer_onnx(tmp_path: Path) -> Path:
-    """The real MNIST CNN without its normalisation (the config's spec applies it), as ONNX."""
-    import warnings
-
-    import torch
-
-    from stealkit.victims import load_victim
-
-    net = load_victim("digit-recognizer").model[1]
-    path = tmp_path / "my_model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (torch.rand(2, 1, 28, 28),),
-            str(path),
-            dynamo=False,
-            input_names=["x"],
-            dynamic_axes={"x": {0: "n"}},
-        )
-    return path
 
 
 @contextmanager
@@ -66,7 +44,7 @@ def test_shipped_config_is_valid(
     if raw["victim"]["name"] == "onnx":  # a template: it names the user's file
         with pytest.raises(ConfigError, match="my_model.onnx does not exist"):
             load_config(path)
-        params = {**raw["victim"]["params"], "path": str(_digit_recognizer_onnx(tmp_path))}
+        params = {**raw["victim"]["params"], "path": str(digit_recognizer_onnx(tmp_path))}
         overrides = {"victim": {**raw["victim"], "params": params}}
     if raw["victim"]["name"] == "http":  # it names a server: serve one where it says
         with ExitStack() as stack:

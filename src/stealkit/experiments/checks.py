@@ -229,3 +229,45 @@ def check_config(cfg: ExperimentConfig) -> list[str]:
     problems += victim_problems
     problems += _run_problems(cfg, family, pool_size)
     return list(dict.fromkeys(problems))
+
+
+def evaluation_warnings(cfg: ExperimentConfig) -> list[str]:
+    """What makes a run's numbers weak without making it wrong, said before anything is bought:
+    an evaluation set too small for agreement to mean much (its resolution is 1/n), and
+    evaluation images the thief also queries (the same images, or crops of the same source
+    photos), on which agreement measures memory rather than fidelity."""
+    try:
+        ev = load_part(cfg.eval, cfg.data_dir)
+        pool = load_part(cfg.pool, cfg.data_dir) if cfg.pool is not None else None
+    except (StealkitError, TypeError, ValueError):
+        return []  # check_config names these
+    out = []
+    n = len(ev)
+    if 0 < n < 100:
+        out.append(
+            f"eval: {n} images, so agreement and accuracy move in steps of {1 / n:.3f}; use at "
+            "least 100 (steps of 0.01) for differences between runs to mean something"
+        )
+    if ev.y is None:
+        out.append(
+            f"eval: {ev.name} has no labels, so runs report agreement with the victim but no "
+            "accuracy"
+        )
+    if pool is None:
+        return out
+    if pool.x.shape[1:] == ev.x.shape[1:]:
+        seen = {bytes(row.numpy().tobytes()) for row in pool.x.reshape(len(pool), -1)}
+        shared = sum(bytes(row.numpy().tobytes()) in seen for row in ev.x.reshape(n, -1))
+        if shared:
+            out.append(
+                f"eval: {shared} of its {n} images are also in the pool the thief queries; "
+                "agreement on them measures what the thief bought, not what it learned. Take "
+                "eval from another split or slice (start/stop)"
+            )
+    source = ev.meta.get("source")
+    if source and source == pool.meta.get("source"):
+        out.append(
+            f"eval and pool are both cut from {source}: the thief queries crops of the very "
+            "images it is judged on; judge on another data set"
+        )
+    return out

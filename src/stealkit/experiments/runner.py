@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import sys
 import time
 import traceback
@@ -266,10 +267,13 @@ def machine() -> dict[str, Any]:
 
 def summary(rec: RunRecord) -> str:
     m = rec.metrics or {}
-    acc = m.get("accuracy")
+    shown = [  # a metric that does not exist (no labels: no accuracy) is left out, not 'nan'
+        f"{k} {v:.4f}"
+        for k in ("agreement", "accuracy")
+        if isinstance(v := m.get(k), int | float) and math.isfinite(v)
+    ]
     what = (
-        f"agreement {m.get('agreement', float('nan')):.4f}, accuracy "
-        f"{acc if acc is not None else float('nan'):.4f}"
+        ", ".join(shown) or "no metrics"
         if rec.status == "ok"
         else f"{rec.status.upper()}: {rec.error}"
     )
@@ -354,6 +358,13 @@ class Experiment:
             f"(skipped, nothing bought), {len(todo)} to run",
             file=sys.stderr,
         )
+        if todo:
+            from stealkit.experiments.checks import evaluation_warnings
+
+            warnings = evaluation_warnings(cfg)
+            for w in warnings:
+                print(f"stealkit: warning: {w}", file=sys.stderr)
+            store.update(warnings=warnings)
         status = "complete"
         try:
             if todo:

@@ -27,6 +27,7 @@ from stealkit.report.plots import (
     TradeoffPoint,
     convergence,
     fidelity_vs_budget,
+    has_tradeoff,
     protection_vs_utility,
     to_data_uri,
 )
@@ -121,7 +122,7 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         )
         figures.append(("Convergence", caption, to_data_uri(convergence(within))))
     points = _tradeoff(ok, records(results, "defenses"))
-    if points:
+    if has_tradeoff(points):  # one defence (say only `none`) has nothing to trade off
         caption = (
             "Each defence's victim accuracy (utility for honest users) against the mean "
             "agreement each attack reaches at its largest budget under it. Defences of equal "
@@ -284,6 +285,8 @@ def render_html(results: Mapping[str, Any]) -> str:
     warning = tables.grid_warning(results)
     if warning is not None:
         parts.append(f'<p class="warning" role="alert">{_e(warning)}</p>')
+    for weak in tables.evaluation_warnings(results):
+        parts.append(f'<p class="warning">{_e(weak)}</p>')
     parts.append(f"<nav>{nav}</nav>")
     parts += [
         f'<section id="{anchor}">\n<h2>{_e(name)}</h2>\n{body}\n</section>'

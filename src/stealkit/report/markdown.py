@@ -69,6 +69,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     warning = tables.grid_warning(results)
     if warning is not None:
         parts.append(f"> **Warning**: {_md_cell(warning, False)}")
+    for weak in tables.evaluation_warnings(results):
+        parts.append(f"> **Warning**: {_md_cell(weak, False)}")
     note = tables.ENCODER_NOTE + "\n\n" if is_encoder(results) else ""
     parts.append(
         "## Runs\n\n" + note + (_md_table(tables.runs_table(ok)) if ok else "No successful runs.")

@@ -137,6 +137,13 @@ def grid_warning(results: Mapping[str, Any]) -> str | None:
     )
 
 
+def evaluation_warnings(results: Mapping[str, Any]) -> list[str]:
+    """What the runner found weak in the evaluation (too few images, images the thief also
+    queried), to show near the top of the report."""
+    found = results.get("warnings")
+    return [f"Weak evaluation: {w}." for w in found] if isinstance(found, list) else []
+
+
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> Table:
     """One row per run, sorted by attack, defence, budget and seed."""
     rows = [

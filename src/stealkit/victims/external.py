@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
@@ -161,29 +162,37 @@ def load_onnx(
 
 
 def load_python(
-    target: str, spec: InputSpec | Mapping[str, Any], kind: str = "classifier", **kwargs: Any
+    target: str,
+    spec: InputSpec | Mapping[str, Any],
+    kind: str = "classifier",
+    returns: str = "logits",
+    **kwargs: Any,
 ) -> Victim:
-    """A victim built by your own code: ``target`` is "package.module:function", and
-    ``function(**kwargs)`` returns an ``nn.Module`` taking images of ``spec`` (after its mean/std).
+    """A victim built by your own code: ``function(**kwargs)`` returns an ``nn.Module`` taking
+    (N, C, H, W) images of ``spec`` in its value range (the spec's mean/std applied first).
 
     Args:
-        target: where the builder lives, e.g. ``"my_models.zoo:make_resnet"``.
+        target: where the builder lives: ``"package.module:function"`` (importable: installed,
+            or its folder on PYTHONPATH) or ``"path/to/file.py:function"`` (a file, relative to
+            the current folder).
         spec: the input the module expects (an InputSpec or its dict).
         kind: "classifier" or "encoder".
+        returns: what a classifier's module gives: "logits" (the default; the oracle applies
+            softmax itself) or "probabilities" (a module ending in softmax; stealkit takes their
+            log, so answers are not softmaxed twice).
         **kwargs: passed to the function.
     """
     _check_kind(kind)
     spec = as_spec(spec)
+    if returns not in ("logits", "probabilities"):
+        raise ConfigError(f"returns must be 'logits' or 'probabilities', got {returns!r}")
     if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
-        raise ConfigError(f"python target {target!r} must look like 'package.module:function'")
-    module_name, func_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
         raise ConfigError(
-            f"cannot import module {module_name!r} for target {target!r} ({e}); "
-            "check the name and that it is installed or on PYTHONPATH"
-        ) from e
+            f"python target {target!r} must look like 'package.module:function' or "
+            "'path/to/file.py:function'"
+        )
+    module_name, func_name = target.split(":")
+    module = _import(module_name, target)
     func = getattr(module, func_name, None)
     if func is None or not callable(func):
         raise ConfigError(
@@ -199,10 +208,65 @@ def load_python(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{target} returned a {type(model).__name__}, not a torch.nn.Module")
     probe_output_dim(model, spec, target)
+    if kind == "classifier":
+        if returns == "probabilities":
+            model = nn.Sequential(model, _LogOf())
+        elif _gives_distributions(model, spec):
+            raise ConfigError(
+                f"{target} answers rows that are already probabilities (non-negative, summing to "
+                "1): the oracle would apply softmax to them a second time. Return logits (drop "
+                "the final softmax), or set victim.params.returns: probabilities"
+            )
     return Victim(
         name=f"python:{target}",
         model=with_preprocessing(model, spec).eval(),
         spec=spec,
         kind=kind,
         meta={"source": target, "format": "python", **({"kwargs": kwargs} if kwargs else {})},
+    )
+
+
+def _import(module_name: str, target: str) -> Any:
+    """The module of a python target: a file path ending in .py, or an importable name."""
+    if module_name.endswith(".py"):
+        path = Path(module_name).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"python target {target!r}: no file {path} (relative to {Path.cwd()}); give the "
+                "path of the .py file that defines the function"
+            )
+        spec = importlib.util.spec_from_file_location(f"stealkit_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"python target {target!r}: {path} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's file failed: say where
+            raise ConfigError(f"python target {target!r}: {path} failed to import: {e!r}") from e
+        return module
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(
+            f"cannot import module {module_name!r} for target {target!r} ({e}); install it, put "
+            "its folder on PYTHONPATH, or give a file: 'path/to/file.py:function'"
+        ) from e
+
+
+class _LogOf(nn.Module):
+    """log(p): logits whose softmax is the module's own probabilities."""
+
+    def forward(self, p: Tensor) -> Tensor:
+        return p.clamp_min(1e-12).log()
+
+
+def _gives_distributions(model: nn.Module, spec: InputSpec) -> bool:
+    """Whether a classifier answers probability rows (after a softmax) rather than logits."""
+    g = torch.Generator().manual_seed(0)
+    lo, hi = spec.value_range
+    x = lo + (hi - lo) * torch.rand((4, *spec.shape), generator=g)
+    with torch.inference_mode():
+        out = with_preprocessing(model, spec).eval()(x)
+    return bool(
+        (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(len(out)), atol=1e-4)
     )

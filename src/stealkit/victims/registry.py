@@ -89,6 +89,18 @@ def _params_help(loader: Loader) -> str:
     )
 
 
+def victim_params(name: str) -> tuple[str, list[str]]:
+    """What ``name``'s loader takes (``"dataset, arch, epochs=5, ..."``) and which of its
+    parameters have no default (what a config must give)."""
+    loader, _ = _lookup(name)
+    required = [
+        p.name
+        for p in inspect.signature(loader).parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    return _params_help(loader), required
+
+
 def _bound(name: str, params: dict[str, Any]) -> Loader:
     """The loader of ``name``, once ``params`` are known to fit it (ConfigError otherwise)."""
     loader, _ = _lookup(name)
@@ -197,6 +209,9 @@ def _describe_efficientnet(*, image_size: int = 128, kind: str = "encoder") -> V
         raise ConfigError(f"image_size must be an int in [32, 512], got {image_size!r}")
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
+    from stealkit.victims.efficientnet import check_installed
+
+    check_installed()  # a run would need the packages: say so now, all of them at once
     spec = InputSpec(channels=3, height=image_size, width=image_size)
     return VictimInfo(kind, spec, 1280 if kind == "encoder" else 1000)
 
