@@ -196,3 +196,14 @@ def test_protection_vs_utility_section_needs_two_defences(
     assert ('alt="Protection vs utility"' in page) is shown
     assert 'alt="Fidelity vs budget"' in page
     assert page.count("data:image/png;base64,") == (2 if shown else 1)
+
+
+def test_a_single_run_draws_no_fidelity_figure() -> None:
+    one = _results(("none",))
+    one["runs"] = one["runs"][:1]
+    page = render_html(one)
+    assert 'alt="Fidelity vs budget"' not in page and "data:image/png;base64," not in page
+    assert "One run is one number" in page
+    two = _results(("none",))
+    two["runs"] = two["runs"][:2]  # one attack at two budgets: a curve
+    assert 'alt="Fidelity vs budget"' in render_html(two)

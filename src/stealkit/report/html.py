@@ -27,6 +27,7 @@ from stealkit.report.plots import (
     TradeoffPoint,
     convergence,
     fidelity_vs_budget,
+    has_curve,
     has_tradeoff,
     protection_vs_utility,
     to_data_uri,
@@ -104,7 +105,7 @@ def _figures(results: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     ok = [r for r in records(results, "runs") if is_ok(r)]
     figures = []
     curves = _curves(ok)
-    if curves:
+    if has_curve(curves):  # one run is one number: the runs table shows it
         prices = sorted(
             {p for p in (num(get(r, "ledger", "price_per_1k")) for r in ok) if p is not None}
         )
@@ -248,7 +249,13 @@ def render_html(results: Mapping[str, Any]) -> str:
         )
         sections.append((title, title.lower().replace(" ", "-"), body))
     if not figures:
-        sections.append(("Plots", "plots", _note("No successful runs to plot.")))
+        why = (
+            "One run is one number: see the runs table; a grid of budgets, attacks or defences "
+            "draws curves here."
+            if ok
+            else "No successful runs to plot."
+        )
+        sections.append(("Plots", "plots", _note(why)))
 
     transfer = tables.transfer_table(ok, results.get("transfer_baseline"))
     if transfer is not None:

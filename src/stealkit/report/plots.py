@@ -159,6 +159,12 @@ def fidelity_vs_budget(
     return fig
 
 
+def has_curve(curves: Mapping[tuple[str, str], Sequence[CurvePoint]]) -> bool:
+    """Whether ``curves`` make a fidelity figure: more than one point in all. A single run (one
+    attack, one defence, one budget) is a number, which the runs table already shows."""
+    return sum(len(points) for points in curves.values()) >= 2
+
+
 def has_tradeoff(points: Sequence[TradeoffPoint]) -> bool:
     """Whether ``points`` make a protection-against-utility figure: two defences or more.
 
