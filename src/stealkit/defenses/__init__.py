@@ -24,6 +24,7 @@ from stealkit.defenses.perturbation import (
     Rounding,
     TopK,
 )
+from stealkit.defenses.prada import Prada
 
 _DEFENSES: dict[str, Callable[..., Defense]] = {}
 
@@ -76,6 +77,7 @@ register_defense("reverse_sigmoid", ReverseSigmoid)
 register_defense("embedding_noise", EmbeddingNoise)
 register_defense("embedding_topk", EmbeddingTopK)
 register_defense("embedding_rounding", EmbeddingRounding)
+register_defense("prada", Prada)
 
 __all__ = [
     "PRESETS",
@@ -87,6 +89,7 @@ __all__ = [
     "EmbeddingTopK",
     "GaussianNoise",
     "NoDefense",
+    "Prada",
     "ReverseSigmoid",
     "Rounding",
     "TopK",

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from stealkit.data import to_spec
 from stealkit.data.dataset import ImageDataset
 from stealkit.defenses import Defense
-from stealkit.errors import ConfigError
+from stealkit.errors import ConfigError, QueryRefused
 from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen
 from stealkit.metrics.probe import ProbeResult, embedding_similarity, linear_probe, probe_agreement
 from stealkit.models import build_model
@@ -86,7 +86,10 @@ class ClassifierJudge:
             device=self.device,
             client="honest-user",
         )
-        resp = oracle.query(self.x)
+        try:
+            resp = oracle.query(self.x)
+        except QueryRefused as e:  # a query monitor blocked the honest user: that is its cost
+            return _refused_honest_user(name, defense, e)
         labels = resp.labels()
         return {
             "name": name,
@@ -170,8 +173,11 @@ class ProbeJudge:
             device=self.device,
             client="honest-user",
         )
-        res = self.probe(lambda x: oracle.query(x).values)
-        changed = oracle.query(self.test_x).values
+        try:
+            res = self.probe(lambda x: oracle.query(x).values)
+            changed = oracle.query(self.test_x).values
+        except QueryRefused as e:  # a query monitor blocked the honest user: that is its cost
+            return _refused_honest_user(name, defense, e)
         return {
             "name": name,
             "repr": repr(defense) if defense is not None else "NoDefense()",
@@ -185,6 +191,18 @@ class ProbeJudge:
 
     def curve(self, at: list[int]) -> ConvergenceCurve | None:
         return None  # a probe per checkpoint is a benchmark's job, not a run's
+
+
+def _refused_honest_user(name: str, defense: Defense | None, e: Exception) -> dict[str, Any]:
+    """A defence's utility row when it refused the honest user's evaluation queries."""
+    return {
+        "name": name,
+        "repr": repr(defense) if defense is not None else "NoDefense()",
+        "victim_accuracy": None,
+        "top1_kept": None,
+        "mean_l1_change": None,
+        "refused_honest_user": str(e),
+    }
 
 
 # --- families ------------------------------------------------------------------------------------
