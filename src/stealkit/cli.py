@@ -58,7 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    failed = [r for r in results["runs"] if r["status"] != "ok"]
+    failed = [r for r in results["runs"] if r["status"] not in ("ok", "blocked")]
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.html'}", file=sys.stderr)
     if failed:
         print(

@@ -32,6 +32,7 @@ EXPECTED_KIND = {
     "argmax": OutputKind.LABEL,
     "noise": OutputKind.PROBABILITIES,
     "reverse-sigmoid": OutputKind.PROBABILITIES,
+    "adaptive-misinformation": OutputKind.PROBABILITIES,
 }
 # Presets for encoder victims: they wrap an embedding oracle and keep answering embeddings.
 EMBEDDING_PRESETS = {"emb-noise", "emb-top64", "emb-round1"}

@@ -14,6 +14,7 @@ from stealkit.defenses.embedding import (
     EmbeddingRounding,
     EmbeddingTopK,
 )
+from stealkit.defenses.misinformation import AdaptiveMisinformation
 from stealkit.defenses.perturbation import (
     Argmax,
     DefendedOracle,
@@ -38,6 +39,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "argmax": ("argmax", {}),
     "noise": ("gaussian_noise", {"sigma": 0.1}),
     "reverse-sigmoid": ("reverse_sigmoid", {"beta": 0.7, "gamma": 0.4}),
+    "adaptive-misinformation": ("adaptive_misinformation", {"tau": 0.5, "nu": 100.0}),
     # encoder victims (embeddings)
     "emb-noise": ("embedding_noise", {"sigma": 0.1, "relative": True}),
     "emb-top64": ("embedding_topk", {"k": 64}),
@@ -78,9 +80,11 @@ register_defense("embedding_noise", EmbeddingNoise)
 register_defense("embedding_topk", EmbeddingTopK)
 register_defense("embedding_rounding", EmbeddingRounding)
 register_defense("prada", Prada)
+register_defense("adaptive_misinformation", AdaptiveMisinformation)
 
 __all__ = [
     "PRESETS",
+    "AdaptiveMisinformation",
     "Argmax",
     "DefendedOracle",
     "Defense",

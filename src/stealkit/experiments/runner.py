@@ -29,6 +29,7 @@ from stealkit import __version__
 from stealkit.attacks import build_attack
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import Defense, build_defense
+from stealkit.errors import QueryRefused
 from stealkit.experiments.checks import load_part, victim_params
 from stealkit.experiments.config import ExperimentConfig
 from stealkit.experiments.judges import Family, Judge, get_family
@@ -239,6 +240,8 @@ def execute_run(
             rec.transfer = ctx.transfer.table(result.surrogate)
     except KeyboardInterrupt:
         rec.status, rec.error = "interrupted", "interrupted by the user (SIGINT) during the run"
+    except QueryRefused as e:  # a query monitor caught the thief: an outcome, not a failure
+        rec.status, rec.error = "blocked", f"blocked by the defence after {ledger.spent} queries: {e}"
     except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
         log.error("run %s failed:\n%s", spec, traceback.format_exc())
         rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
@@ -377,7 +380,7 @@ class Experiment:
             raise
         finally:
             inv["status"], inv["finished"] = status, now()
-            ok = {r.key for r in store.records() if r.status in ("ok", "failed")}
+            ok = {r.key for r in store.records() if r.status in ("ok", "failed", "blocked")}
             complete = status == "complete" and all(
                 (s.attack, s.defense, s.budget, s.seed) in ok for s in runs
             )

@@ -42,7 +42,8 @@ def now() -> str:
 class RunRecord:
     """One run of a grid and everything needed to tell what produced it.
 
-    ``status`` is "ok", "failed" (``error`` says why) or "interrupted" (stopped by the user; its
+    ``status`` is "ok", "blocked" (a query monitor refused the thief; ``ledger`` holds the
+    queries until then), "failed" (``error`` says why) or "interrupted" (stopped by the user; its
     ``ledger`` holds the queries it bought before it stopped).
     """
 
@@ -108,9 +109,10 @@ def check_same_experiment(out_dir: Path, data: dict[str, Any], experiment_hash: 
 
 
 def succeeded(runs: list[dict[str, Any]], key: Key, run_hash: str) -> bool:
-    """Whether ``runs`` (results.json records) hold an ok run of ``key`` with ``run_hash``."""
+    """Whether ``runs`` (results.json records) hold a finished run of ``key`` with ``run_hash``:
+    ok, or blocked by a query monitor (a repeat would be blocked at the same query again)."""
     return any(
-        (r.key, r.status, r.config_hash) == (key, "ok", run_hash)
+        r.key == key and r.status in ("ok", "blocked") and r.config_hash == run_hash
         for r in map(RunRecord.from_dict, runs)
     )
 

@@ -118,7 +118,7 @@ def is_interrupted(run: Mapping[str, Any]) -> bool:
 
 def is_done(run: Mapping[str, Any]) -> bool:
     """Whether a run needs no re-run: it finished, or failed on its own (not interrupted)."""
-    return is_ok(run) or run.get("status") == "failed"
+    return is_ok(run) or run.get("status") in ("failed", "blocked")
 
 
 def sort_key(value: Any) -> tuple[int, float, str]:

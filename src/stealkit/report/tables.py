@@ -242,7 +242,13 @@ def failed_table(runs: Sequence[Mapping[str, Any]]) -> Table:
 
 def failed_title(runs: Sequence[Mapping[str, Any]]) -> str:
     """The failed-runs section's title: it names interrupted runs when there are some."""
-    return "Failed and interrupted runs" if any(map(is_interrupted, runs)) else "Failed runs"
+    blocked = any(r.get("status") == "blocked" for r in runs)
+    kinds = (["Blocked"] if blocked else []) + ["failed"] + (
+        ["interrupted"] if any(map(is_interrupted, runs)) else []
+    )
+    if len(kinds) == 1:
+        return "Failed runs"
+    return (", ".join(kinds[:-1]) + " and " + kinds[-1] + " runs").capitalize()
 
 
 def missing_table(results: Mapping[str, Any]) -> Table | None:
