@@ -9,7 +9,8 @@ runs/benchmarks/ and writes docs/results/defences.md and .json:
   'blocked' after the queries it took to catch it, or finishes;
 - honest: an honest client (the victim's own digit distribution) through the same monitor;
 - misinformation: Adaptive Misinformation at two thresholds and reverse sigmoid against Knockoff
-  random and CopyCat: the thief's agreement against what honest users keep.
+  random and CopyCat: the thief's agreement against what honest users keep;
+- dawn: DAWN's keyed wrong answers, and how often the stolen copies repeat them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from benchmarks import common
 
-NAMES = ("defences-detection", "defences-honest", "defences-misinformation")
+NAMES = ("defences-detection", "defences-honest", "defences-misinformation", "defences-dawn")
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -56,6 +57,24 @@ def frontier_rows(results: dict[str, Any]) -> list[list[str]]:
                 _f(u.get("top1_kept")),
                 _f((r.get("metrics") or {}).get("agreement")),
                 _f((r.get("metrics") or {}).get("accuracy")),
+            ]
+        )
+    return rows
+
+
+def dawn_rows(results: dict[str, Any]) -> list[list[str]]:
+    utility = {d["name"]: d for d in results.get("defenses", [])}
+    rows = []
+    for r in sorted(results.get("runs", []), key=lambda r: (r["defense"], r["attack"])):
+        m = r.get("metrics") or {}
+        rows.append(
+            [
+                r["defense"],
+                r["attack"],
+                f"{int(m.get('watermarked_queries') or 0):,}",
+                _f(m.get("watermark_rate")),
+                _f(m.get("agreement")),
+                _f(utility.get(r["defense"], {}).get("top1_kept")),
             ]
         )
     return rows
@@ -121,9 +140,29 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             frontier_rows(mis),
         ),
         "",
+        "## DAWN: a watermark through the answers",
+        "",
+        "DAWN (Szyller et al., ACM MM 2021) answers a keyed fraction of queries with a wrong "
+        "class (the same on every repeat). 'watermark rate' is how often the stolen copy repeats "
+        "those wrong classes on the thief's own marked queries: an independent model would "
+        "repeat a given wrong class about 1/9 = 0.111 of the time by chance, and the victim "
+        "itself 0 (a mark is never its own label).",
+        "",
+        *table(
+            [
+                "defence",
+                "attack",
+                "marked queries",
+                "watermark rate",
+                "thief agreement",
+                "honest top-1 kept",
+            ],
+            dawn_rows(results.get("defences-dawn", {})),
+        ),
+        "",
         "## Not measured yet (issue 14 remains open)",
         "",
-        "MAD, B4B, DAWN, backdoor watermarks (Adi et al.; BadEncoder-style for encoders), dataset "
+        "MAD, B4B, backdoor watermarks (Adi et al.; BadEncoder-style for encoders), dataset "
         "inference and `stealkit verify`, fine-tuning and super-fine-tuning removal, several "
         "strengths and seeds, and the 20k-query numbers the issue names.",
         "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from stealkit.defenses.dawn import Dawn
 from stealkit.defenses.embedding import (
     EmbeddingNoise,
     EmbeddingRounding,
@@ -81,11 +82,13 @@ register_defense("embedding_topk", EmbeddingTopK)
 register_defense("embedding_rounding", EmbeddingRounding)
 register_defense("prada", Prada)
 register_defense("adaptive_misinformation", AdaptiveMisinformation)
+register_defense("dawn", Dawn)
 
 __all__ = [
     "PRESETS",
     "AdaptiveMisinformation",
     "Argmax",
+    "Dawn",
     "DefendedOracle",
     "Defense",
     "EmbeddingNoise",

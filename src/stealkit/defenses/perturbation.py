@@ -12,6 +12,7 @@ interface and the wrapped oracle's ledger, so attacks cannot tell a defended API
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -53,6 +54,11 @@ class Defense(ABC):
     def output_kind(self, inner: OutputKind) -> OutputKind:
         """What a client of an oracle answering ``inner`` gets through this defence."""
         return inner if self.gives is None else self.gives
+
+    def ownership(self, predict: Callable[[Tensor], Tensor], client: str) -> dict[str, float]:
+        """What this defence can tell of a suspect model (its labels: ``predict``) that was
+        stolen through ``client``'s queries, e.g. a watermark's rate; most defences: nothing."""
+        return {}
 
     def reset(self) -> None:  # noqa: B027 - a hook: most defences keep no state
         """Restore any random state and forget any per-client state, so a run repeats exactly."""

@@ -235,13 +235,20 @@ def execute_run(
         rec.attack_seconds = time.time() - t_attack
         rec.curve = curve.points if curve is not None else None
         rec.metrics = ctx.judge.evaluate(result.surrogate)
+        if defense is not None:  # a watermark that came through the answers, say
+            rec.metrics.update(
+                defense.ownership(_labels_of(result.surrogate, ctx.device), oracle.client)
+            )
         rec.info = result.info
         if ctx.transfer is not None:
             rec.transfer = ctx.transfer.table(result.surrogate)
     except KeyboardInterrupt:
         rec.status, rec.error = "interrupted", "interrupted by the user (SIGINT) during the run"
     except QueryRefused as e:  # a query monitor caught the thief: an outcome, not a failure
-        rec.status, rec.error = "blocked", f"blocked by the defence after {ledger.spent} queries: {e}"
+        rec.status, rec.error = (
+            "blocked",
+            f"blocked by the defence after {ledger.spent} queries: {e}",
+        )
     except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
         log.error("run %s failed:\n%s", spec, traceback.format_exc())
         rec.status, rec.error = "failed", f"{type(e).__name__}: {e}"
@@ -252,6 +259,14 @@ def execute_run(
     rec.wall_seconds = time.time() - t
     rec.threads = torch.get_num_threads()
     return rec
+
+
+def _labels_of(
+    model: torch.nn.Module, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    from stealkit.train.loop import predict
+
+    return lambda x: predict(model, x, device=device).argmax(1)
 
 
 def machine() -> dict[str, Any]:
