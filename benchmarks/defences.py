@@ -144,9 +144,13 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "",
         "DAWN (Szyller et al., ACM MM 2021) answers a keyed fraction of queries with a wrong "
         "class (the same on every repeat). 'watermark rate' is how often the stolen copy repeats "
-        "those wrong classes on the thief's own marked queries: an independent model would "
-        "repeat a given wrong class about 1/9 = 0.111 of the time by chance, and the victim "
-        "itself 0 (a mark is never its own label).",
+        "those wrong classes on the thief's own marked queries. The victim repeats none of them "
+        "(a mark is never its own label); a model that picked one of the 9 wrong classes at "
+        "random would repeat 1/9 = 0.111. A copy that learned the victim rather than memorising "
+        "the marked answers stays below that: its only repeats are where it disagrees with the "
+        "victim and lands on the marked class. DAWN's paper verifies ownership with a threshold "
+        "on such rates; copies trained to memorise their transfer sets (more epochs, larger "
+        "models) are the next measurement.",
         "",
         *table(
             [
