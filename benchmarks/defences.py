@@ -20,7 +20,13 @@ from typing import Any
 
 from benchmarks import common
 
-NAMES = ("defences-detection", "defences-honest", "defences-misinformation", "defences-dawn")
+NAMES = (
+    "defences-detection",
+    "defences-honest",
+    "defences-misinformation",
+    "defences-dawn",
+    "defences-dawn-memorise",
+)
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -148,9 +154,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "(a mark is never its own label); a model that picked one of the 9 wrong classes at "
         "random would repeat 1/9 = 0.111. A copy that learned the victim rather than memorising "
         "the marked answers stays below that: its only repeats are where it disagrees with the "
-        "victim and lands on the marked class. DAWN's paper verifies ownership with a threshold "
-        "on such rates; copies trained to memorise their transfer sets (more epochs, larger "
-        "models) are the next measurement.",
+        "victim and lands on the marked class. The '-long' copies (30 epochs, at least 1,500 "
+        "steps, `dawn-memorise.yaml`) fit their transfer sets, marks included: whether DAWN can "
+        "prove a copy is one depends on how hard the thief trains, and whether fine-tuning or "
+        "super-fine-tuning removes the marks again is still to be measured.",
         "",
         *table(
             [
@@ -161,7 +168,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                 "thief agreement",
                 "honest top-1 kept",
             ],
-            dawn_rows(results.get("defences-dawn", {})),
+            dawn_rows(results.get("defences-dawn", {}))
+            + dawn_rows(results.get("defences-dawn-memorise", {})),
         ),
         "",
         "## Not measured yet (issue 14 remains open)",
