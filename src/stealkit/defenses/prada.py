@@ -100,19 +100,16 @@ class Prada(Defense):
 
     def answer(self, x: Tensor, response: Response, client: str) -> Response:
         state = self._clients.setdefault(client, _Client())
+        if state.alarm_at is None or self.action == "flag":  # a blocked client's are not watched
+            labels = response.labels()
+            flat = x.detach().reshape(len(x), -1).float().cpu()
+            for row, c in zip(flat, labels.tolist(), strict=True):
+                self._observe(state, row, int(c))
         if state.alarm_at is not None and self.action == "refuse":
             raise QueryRefused(
-                f"PRADA blocked client {client!r}: its queries' distances stopped looking natural "
-                f"(Shapiro-Wilk W {state.w:.3f} < {self.delta}) after {state.alarm_at} queries"
-            )
-        labels = response.labels()
-        flat = x.detach().reshape(len(x), -1).float().cpu()
-        for row, c in zip(flat, labels.tolist(), strict=True):
-            self._observe(state, row, int(c))
-        if state.alarm_at is not None and self.action == "refuse":
-            raise QueryRefused(
-                f"PRADA blocked client {client!r} after {state.alarm_at} queries "
-                f"(Shapiro-Wilk W {state.w:.3f} < {self.delta}); this batch was not charged"
+                f"PRADA blocked client {client!r} after {state.alarm_at} queries: their distances "
+                f"stopped looking natural (Shapiro-Wilk W {state.w:.3f} < {self.delta}); this "
+                "batch was not charged"
             )
         return response
 

@@ -19,17 +19,18 @@ from stealkit.data import dataset_info, load_dataset
 from stealkit.data.dataset import ImageDataset
 from stealkit.defenses import Defense, build_defense, defense_factory
 from stealkit.errors import StealkitError
-from stealkit.experiments.config import DataConfig, ExperimentConfig
+from stealkit.experiments.config import DataConfig, ExperimentConfig, VictimConfig
 from stealkit.experiments.judges import Family, get_family
 from stealkit.oracle import OutputKind
 from stealkit.victims.registry import VictimInfo, describe_victim
 
 
-def victim_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The victim's parameters, with the config's ``data_dir`` for victims trained here."""
-    params = dict(cfg.victim.params)
-    if cfg.data_dir is not None and cfg.victim.name in ("trained", "ssl", "supervised-encoder"):
-        params.setdefault("data_dir", cfg.data_dir)
+def victim_params(victim: VictimConfig, data_dir: str | None) -> dict[str, Any]:
+    """The victim's parameters, with the config's ``data_dir`` for victims trained here (an
+    experiment's or a served API's)."""
+    params = dict(victim.params)
+    if data_dir is not None and victim.name in ("trained", "ssl", "supervised-encoder"):
+        params.setdefault("data_dir", data_dir)
     return params
 
 
@@ -115,7 +116,7 @@ def _data(cfg: ExperimentConfig) -> tuple[list[str], int | None]:
 
 def _victim(cfg: ExperimentConfig) -> tuple[list[str], VictimInfo | None, Family | None]:
     try:
-        info = describe_victim(cfg.victim.name, **victim_params(cfg))
+        info = describe_victim(cfg.victim.name, **victim_params(cfg.victim, cfg.data_dir))
     except StealkitError as e:
         return [f"victim.params: {e}"], None, None
     family = get_family(info.kind)

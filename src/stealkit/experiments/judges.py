@@ -33,7 +33,7 @@ from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen
 from stealkit.metrics.probe import ProbeResult, embedding_similarity, linear_probe, probe_agreement
 from stealkit.models import build_model
 from stealkit.models.encoder import SurrogateEncoder
-from stealkit.oracle import Ledger, OutputKind
+from stealkit.oracle import Ledger, Oracle, OutputKind
 from stealkit.oracle.spec import InputSpec
 from stealkit.train.loop import predict
 from stealkit.victims.base import Victim
@@ -79,13 +79,7 @@ class ClassifierJudge:
     def defense_utility(self, name: str, defense: Defense | None) -> dict[str, Any]:
         """What a defence costs honest users: the victim's accuracy through it on the evaluation
         set, how often top-1 survives, and the mean L1 change of the answers."""
-        oracle = self.victim.oracle(
-            output=OutputKind.PROBABILITIES,
-            defense=defense,
-            ledger=Ledger(),
-            device=self.device,
-            client="honest-user",
-        )
+        oracle = _honest_user(self.victim, OutputKind.PROBABILITIES, defense, self.device)
         try:
             resp = oracle.query(self.x)
         except QueryRefused as e:  # a query monitor blocked the honest user: that is its cost
@@ -166,13 +160,7 @@ class ProbeJudge:
         the users' own linear head is trained and tested on defended embeddings, how often its
         prediction matches the undefended pipeline's, and the mean relative L2 change of the
         embeddings (|defended - clean| / |clean|)."""
-        oracle = self.victim.oracle(
-            output=OutputKind.EMBEDDING,
-            defense=defense,
-            ledger=Ledger(),
-            device=self.device,
-            client="honest-user",
-        )
+        oracle = _honest_user(self.victim, OutputKind.EMBEDDING, defense, self.device)
         try:
             res = self.probe(lambda x: oracle.query(x).values)
             changed = oracle.query(self.test_x).values
@@ -191,6 +179,15 @@ class ProbeJudge:
 
     def curve(self, at: list[int]) -> ConvergenceCurve | None:
         return None  # a probe per checkpoint is a benchmark's job, not a run's
+
+
+def _honest_user(
+    victim: Victim, output: OutputKind, defense: Defense | None, device: torch.device
+) -> Oracle:
+    """The API as an honest user sees it, on a ledger of its own (never the thief's)."""
+    return victim.oracle(
+        output=output, defense=defense, ledger=Ledger(), device=device, client="honest-user"
+    )
 
 
 def _refused_honest_user(name: str, defense: Defense | None, e: Exception) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class RunContext:
         from stealkit.victims.registry import load_victim
 
         self.cfg, self.device = cfg, device
-        self.victim: Victim = load_victim(cfg.victim.name, **victim_params(cfg))
+        self.victim: Victim = load_victim(cfg.victim.name, **victim_params(cfg.victim, cfg.data_dir))
         self.family: Family = get_family(self.victim.kind)
         ev = load_part(cfg.eval, cfg.data_dir)
         probe = load_part(cfg.probe, cfg.data_dir) if cfg.probe is not None else None

@@ -89,13 +89,12 @@ def build_defenses(cfg: ServeConfig) -> list[Any]:
 
 def build(cfg: ServeConfig) -> tuple[Any, Any]:
     """The Service and SqlLedger that ``cfg`` describes; ConfigError before anything is served."""
+    from stealkit.experiments.checks import victim_params
     from stealkit.serve.ledger import SqlLedger
     from stealkit.serve.service import Limits, Service
     from stealkit.victims.registry import load_victim
 
-    params = dict(cfg.victim.params)
-    if cfg.data_dir is not None and cfg.victim.name in ("trained", "ssl", "supervised-encoder"):
-        params.setdefault("data_dir", cfg.data_dir)
+    params = victim_params(cfg.victim, cfg.data_dir)
     if cfg.victim.name == "http":
         raise ConfigError("victim.name: 'http' is a served victim already; serve a local one")
     defenses = build_defenses(cfg)

@@ -24,6 +24,7 @@ from stealkit.errors import ConfigError
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.probs import can_reduce, reduce
 from stealkit.oracle.response import OutputKind, Response
+from stealkit.oracle.spec import InputSpec
 from stealkit.victims.base import Victim
 
 
@@ -100,7 +101,7 @@ class Service:
             d.reset()
 
     @property
-    def spec(self) -> Any:
+    def spec(self) -> InputSpec:
         return self.victim.spec
 
     def answer(self, x: Tensor, client: str, *, trusted: bool = False) -> Response:
