@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from stealkit.defenses import DefendedOracle, build_defense
-from stealkit.defenses.prada import Prada, growth_threshold, min_distance, shapiro_w
+from stealkit.defenses.prada import (
+    Prada,
+    _Grown,
+    growth_threshold,
+    min_distance,
+    shapiro_w,
+)
 from stealkit.errors import QueryRefused
 from stealkit.oracle import InputSpec, Ledger, LocalOracle
 from toys import RowBands
@@ -23,6 +29,19 @@ def test_min_distance_and_threshold_by_hand() -> None:
     d = [1.0, 2.0, 3.0]  # mean 2, sample std 1
     assert growth_threshold(d) == pytest.approx(1.0)
     assert growth_threshold([1.0, 9.0]) == 0.0  # mean - std < 0 is clipped
+
+
+def test_the_growing_set_keeps_every_row_and_the_threshold_of_its_distances() -> None:
+    gen = torch.Generator().manual_seed(3)
+    rows = torch.rand(40, 5, generator=gen)
+    grown = _Grown(rows[0])
+    for r in rows[1:]:  # past the first buffer of 16: it must grow without losing rows
+        grown.add(r)
+    assert grown.n == 40 and torch.equal(grown.rows[: grown.n], rows)
+    d = (torch.rand(30, generator=gen, dtype=torch.float64) * 4).tolist()
+    for i, v in enumerate(d, start=1):
+        grown.record(v)
+        assert grown.threshold() == pytest.approx(growth_threshold(d[:i]), abs=1e-9)
 
 
 def test_shapiro_w_tells_normal_from_piled_up_distances() -> None:

@@ -22,7 +22,10 @@ clients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 import torch
 from torch import Tensor
@@ -45,20 +48,55 @@ def growth_threshold(distances: list[float]) -> float:
     return max(0.0, float(d.mean() - d.std()))
 
 
-def shapiro_w(distances: list[float]) -> float:
+def shapiro_w(distances: Sequence[float] | np.ndarray) -> float:
     """The Shapiro-Wilk W statistic of the distances (1: normal; small: far from normal)."""
+    import warnings
+
     from scipy.stats import shapiro
 
-    if len(set(distances)) < 3:  # W is undefined for a constant record
-        return 0.0 if len(distances) >= 3 else 1.0
-    return float(shapiro(distances).statistic)
+    d = np.asarray(distances, dtype=np.float64)
+    if len(np.unique(d[:64])) < 3 and len(np.unique(d)) < 3:  # the head decides it, mostly
+        return 0.0 if len(d) >= 3 else 1.0  # W is undefined for fewer than 3 distinct values
+    with warnings.catch_warnings():  # above 5,000 scipy warns about its p-value; W is what we use
+        warnings.simplefilter("ignore", UserWarning)
+        return float(shapiro(d).statistic)
+
+
+class _Grown:
+    """One class's growing set G_c as rows of a buffer that doubles when full (no re-stacking
+    per query), with running sums of the class's minimum distances for T_c."""
+
+    def __init__(self, first: Tensor) -> None:
+        self.rows = first.new_empty((16, first.numel()))
+        self.rows[0] = first
+        self.n = 1
+        self.count, self.total, self.total_sq = 0, 0.0, 0.0
+
+    def add(self, x: Tensor) -> None:
+        if self.n == len(self.rows):
+            self.rows = torch.cat([self.rows, torch.empty_like(self.rows)])
+        self.rows[self.n] = x
+        self.n += 1
+
+    def record(self, d: float) -> None:
+        self.count += 1
+        self.total += d
+        self.total_sq += d * d
+
+    def threshold(self) -> float:
+        """``growth_threshold`` of the distances recorded so far, from the running sums."""
+        if self.count < 2:
+            return 0.0
+        mean = self.total / self.count
+        var = max(0.0, (self.total_sq - self.count * mean * mean) / (self.count - 1))
+        return max(0.0, mean - var**0.5)
 
 
 @dataclass
 class _Client:
-    growing: dict[int, list[Tensor]] = field(default_factory=dict)
-    class_distances: dict[int, list[float]] = field(default_factory=dict)
-    distances: list[float] = field(default_factory=list)
+    growing: dict[int, _Grown] = field(default_factory=dict)
+    record: np.ndarray = field(default_factory=lambda: np.empty(256))
+    n: int = 0
     queries: int = 0
     alarm_at: int | None = None
     w: float | None = None
@@ -115,18 +153,20 @@ class Prada(Defense):
 
     def _observe(self, state: _Client, x: Tensor, c: int) -> None:
         state.queries += 1
-        grown = state.growing.setdefault(c, [])
-        if not grown:
-            grown.append(x)
+        grown = state.growing.get(c)
+        if grown is None:
+            state.growing[c] = _Grown(x)
             return
-        d = min_distance(x, torch.stack(grown))
-        state.distances.append(d)
-        per_class = state.class_distances.setdefault(c, [])
-        per_class.append(d)
-        if d > growth_threshold(per_class):
-            grown.append(x)
-        if len(state.distances) >= self.min_queries:
-            state.w = shapiro_w(state.distances)
+        d = min_distance(x, grown.rows[: grown.n])
+        if state.n == len(state.record):
+            state.record = np.concatenate([state.record, np.empty_like(state.record)])
+        state.record[state.n] = d
+        state.n += 1
+        grown.record(d)
+        if d > grown.threshold():
+            grown.add(x)
+        if state.n >= self.min_queries:
+            state.w = shapiro_w(state.record[: state.n])
             if state.w < self.delta and state.alarm_at is None:
                 state.alarm_at = state.queries
 
