@@ -15,6 +15,7 @@ from stealkit.defenses.embedding import (
     EmbeddingRounding,
     EmbeddingTopK,
 )
+from stealkit.defenses.mad import Mad
 from stealkit.defenses.misinformation import AdaptiveMisinformation
 from stealkit.defenses.perturbation import (
     Argmax,
@@ -41,6 +42,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "noise": ("gaussian_noise", {"sigma": 0.1}),
     "reverse-sigmoid": ("reverse_sigmoid", {"beta": 0.7, "gamma": 0.4}),
     "adaptive-misinformation": ("adaptive_misinformation", {"tau": 0.5, "nu": 100.0}),
+    "mad-0.5": ("mad", {"epsilon": 0.5, "norm": "l1"}),
+    "mad-1.0": ("mad", {"epsilon": 1.0, "norm": "l1"}),
+    "mad-argmax-0.5": ("mad", {"epsilon": 0.5, "norm": "l1", "argmax": True}),
+    "mad-argmax-1.0": ("mad", {"epsilon": 1.0, "norm": "l1", "argmax": True}),
     # encoder victims (embeddings)
     "emb-noise": ("embedding_noise", {"sigma": 0.1, "relative": True}),
     "emb-top64": ("embedding_topk", {"k": 64}),
@@ -83,6 +88,7 @@ register_defense("embedding_rounding", EmbeddingRounding)
 register_defense("prada", Prada)
 register_defense("adaptive_misinformation", AdaptiveMisinformation)
 register_defense("dawn", Dawn)
+register_defense("mad", Mad)
 
 __all__ = [
     "PRESETS",
@@ -95,6 +101,7 @@ __all__ = [
     "EmbeddingRounding",
     "EmbeddingTopK",
     "GaussianNoise",
+    "Mad",
     "NoDefense",
     "Prada",
     "ReverseSigmoid",
