@@ -138,6 +138,9 @@ class ExperimentConfig(_Strict):
     transfer: TransferConfig | None = None
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
     price_per_1k: float = Field(default=1.0, ge=0)
+    # each stolen model as <out>/models/<attack>__<defence>__<budget>__<seed>.safetensors, for
+    # `stealkit verify` and the owner's checks (not part of the results' hash)
+    save_models: bool = True
     device: str = "auto"
     data_dir: str | None = None
     attacks: dict[str, NamedThing] = Field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -56,7 +57,9 @@ class LocalExecutor:
         ctx = RunContext(exp.cfg, exp.device)
         exp.header(store, ctx)
         for i, spec in enumerate(todo, 1):
-            rec = execute_run(ctx, spec, invocation=invocation, progress=exp.progress)
+            rec = execute_run(
+                ctx, spec, invocation=invocation, progress=exp.progress, models_dir=exp.models_dir
+            )
             _record(store, rec, tally, i, len(todo))
             if rec.status == "interrupted":
                 raise KeyboardInterrupt
@@ -73,6 +76,7 @@ def ray_task(
     device: str,
     threads: int,
     counter: Any,
+    models_dir: str | None = None,
 ) -> dict[str, Any]:
     """One run on a Ray worker; reports its queries bought to ``counter`` as it goes."""
     from stealkit.experiments.runner import experiment_hash
@@ -89,7 +93,13 @@ def ray_task(
     def report(ledger: Any) -> None:
         counter.report.remote(name, ledger.spent)
 
-    return execute_run(_CONTEXTS[key], run, invocation=invocation, listener=report).to_dict()
+    return execute_run(
+        _CONTEXTS[key],
+        run,
+        invocation=invocation,
+        listener=report,
+        models_dir=Path(models_dir) if models_dir is not None else None,
+    ).to_dict()
 
 
 class _Counter:
@@ -138,7 +148,8 @@ class RayExecutor:
                 ignore_reinit_error=True,
             )
         try:
-            self._run(ray, exp.cfg, store, todo, invocation, tally, str(exp.device))
+            models = str(exp.models_dir) if exp.models_dir is not None else None
+            self._run(ray, exp.cfg, store, todo, invocation, tally, str(exp.device), models)
         finally:
             if started:
                 ray.shutdown()
@@ -152,13 +163,15 @@ class RayExecutor:
         invocation: int,
         tally: dict[str, Any],
         device: str,
+        models_dir: str | None,
     ) -> None:
         counter = ray.remote(num_cpus=0)(_Counter).remote()
         task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)(ray_task)
         data = cfg.model_dump(mode="json")
         threads = max(1, int(self.cpus))
         pending = {
-            task.remote(data, s.as_dict(), invocation, device, threads, counter): s for s in todo
+            task.remote(data, s.as_dict(), invocation, device, threads, counter, models_dir): s
+            for s in todo
         }
         done_n = 0
         try:

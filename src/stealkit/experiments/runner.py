@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import sys
 import time
 import traceback
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from stealkit import __version__
 from stealkit.attacks import build_attack
@@ -72,7 +74,7 @@ def resolve_device(name: str) -> torch.device:
     return default_device() if name == "auto" else torch.device(name)
 
 
-_NOT_RESULTS = ("name", "grid", "device", "data_dir", "executor")
+_NOT_RESULTS = ("name", "grid", "device", "data_dir", "executor", "save_models")
 
 
 def experiment_hash(cfg: ExperimentConfig) -> str:
@@ -126,7 +128,9 @@ class RunContext:
         from stealkit.victims.registry import load_victim
 
         self.cfg, self.device = cfg, device
-        self.victim: Victim = load_victim(cfg.victim.name, **victim_params(cfg.victim, cfg.data_dir))
+        self.victim: Victim = load_victim(
+            cfg.victim.name, **victim_params(cfg.victim, cfg.data_dir)
+        )
         self.family: Family = get_family(self.victim.kind)
         ev = load_part(cfg.eval, cfg.data_dir)
         probe = load_part(cfg.probe, cfg.data_dir) if cfg.probe is not None else None
@@ -168,6 +172,32 @@ class RunContext:
         }
 
 
+def model_file_name(spec: RunSpec) -> str:
+    """The file a run's stolen model is saved to, inside the experiment's ``models/``."""
+    safe = [re.sub(r"[^A-Za-z0-9_.-]", "_", str(v)) for v in spec.as_dict().values()]
+    return "__".join(safe) + ".safetensors"
+
+
+def save_stolen(
+    ctx: RunContext, spec: RunSpec, surrogate: nn.Module, output_dim: int, models_dir: Path
+) -> str:
+    """Save a run's stolen model where ``stealkit verify`` can read it; its path as recorded."""
+    from stealkit.models.files import save_model
+
+    spec_in = ctx.victim.spec
+    path = models_dir / model_file_name(spec)
+    save_model(
+        surrogate,
+        path,
+        arch=ctx.cfg.surrogate.arch,
+        in_channels=spec_in.channels,
+        num_classes=output_dim,
+        image_size=spec_in.height,
+        extra={"victim": ctx.victim.name, **{k: str(v) for k, v in spec.as_dict().items()}},
+    )
+    return f"{models_dir.name}/{path.name}"
+
+
 def execute_run(
     ctx: RunContext,
     spec: RunSpec,
@@ -175,10 +205,12 @@ def execute_run(
     invocation: int | None = None,
     progress: bool = False,
     listener: Callable[[Ledger], None] | None = None,
+    models_dir: Path | None = None,
 ) -> RunRecord:
     """One run: the thief's oracle on a fresh ledger, the attack, the judge. Never raises for a
     failed run (the record says why); an interrupted run is returned with status
-    ``interrupted`` and the queries it bought."""
+    ``interrupted`` and the queries it bought. With ``models_dir`` the stolen model is saved
+    there (``RunRecord.model_file``)."""
     cfg = ctx.cfg
     a_type, a_params = cfg.attack_spec(spec.attack)
     rec = RunRecord(
@@ -240,6 +272,13 @@ def execute_run(
                 defense.ownership(_labels_of(result.surrogate, ctx.device), oracle.client)
             )
         rec.info = result.info
+        if models_dir is not None:
+            try:
+                rec.model_file = save_stolen(
+                    ctx, spec, result.surrogate, oracle.output_dim, models_dir
+                )
+            except (OSError, ValueError) as e:  # the results stand; only the file is missing
+                log.warning("run %s: could not save the stolen model: %s", spec, e)
         if ctx.transfer is not None:
             rec.transfer = ctx.transfer.table(result.surrogate)
     except KeyboardInterrupt:
@@ -329,6 +368,11 @@ class Experiment:
         self.cfg, self.out_dir, self.fresh = cfg, out_dir, fresh
         self.progress = progress
         self.device = resolve_device(cfg.device)
+
+    @property
+    def models_dir(self) -> Path | None:
+        """Where the stolen models go (``<out>/models``), or None when the config says not to."""
+        return self.out_dir.resolve() / "models" if self.cfg.save_models else None
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -62,6 +62,7 @@ class RunRecord:
     transfer: list[dict[str, Any]] | None = None
     ledger: dict[str, Any] = field(default_factory=dict)
     oracle: dict[str, Any] = field(default_factory=dict)  # a remote oracle's own counts
+    model_file: str | None = None  # the stolen model, relative to the experiment's folder
     wall_seconds: float = 0.0
     attack_seconds: float | None = None  # the attack alone, without judging
     threads: int | None = None  # torch CPU threads: results repeat exactly at the same count
