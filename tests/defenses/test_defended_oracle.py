@@ -33,6 +33,10 @@ EXPECTED_KIND = {
     "noise": OutputKind.PROBABILITIES,
     "reverse-sigmoid": OutputKind.PROBABILITIES,
     "adaptive-misinformation": OutputKind.PROBABILITIES,
+    "mad-0.5": OutputKind.PROBABILITIES,
+    "mad-1.0": OutputKind.PROBABILITIES,
+    "mad-argmax-0.5": OutputKind.PROBABILITIES,
+    "mad-argmax-1.0": OutputKind.PROBABILITIES,
 }
 # Presets for encoder victims: they wrap an embedding oracle and keep answering embeddings.
 EMBEDDING_PRESETS = {"emb-noise", "emb-top64", "emb-round1"}
