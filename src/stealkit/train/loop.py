@@ -17,6 +17,7 @@ PROGRESS_MIN_STEPS = 100  # shorter fits (online updates, data-free rounds) show
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+LrSchedule = Callable[[int, int], float]  # (update index from 0, total updates) -> learning rate
 
 
 @dataclass
@@ -41,7 +42,7 @@ def fit(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     optimizer: str = "adam",
-    schedule: str = "cosine",
+    schedule: str | LrSchedule = "cosine",
     augment: Augment | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -55,7 +56,9 @@ def fit(
         targets: (N,) long labels or (N, C) soft targets, whatever ``loss_fn`` takes.
         epochs: passes over the data; ``steps`` overrides it with a number of updates.
         optimizer: "adam" or "sgd" (momentum 0.9, Nesterov).
-        schedule: "cosine" (to 0 over the run) or "constant".
+        schedule: "cosine" (to 0 over the run), "constant", or a function
+            ``schedule(step, total) -> lr`` giving the learning rate of update ``step``
+            (0-based) of ``total``, set on every parameter group before that update.
         augment: ``augment(batch, generator)`` applied to each input batch on the device.
         optimizer_state: an optimizer to continue with (online training); else a new one.
         progress: what a progress bar calls this fit (shown only inside
@@ -83,9 +86,13 @@ def fit(
         )
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    lr_at = schedule if callable(schedule) else None
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if schedule == "cosine" else None
-    if schedule not in ("cosine", "constant"):
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if lr_at is None and schedule not in ("cosine", "constant"):
+        raise ValueError(
+            f"schedule must be 'cosine', 'constant' or a function (step, total) -> lr, "
+            f"got {schedule!r}"
+        )
     gen = torch.Generator().manual_seed(seed)
     hist = FitHistory()
     bar = track(progress, total if total >= PROGRESS_MIN_STEPS else 0, unit="step")
@@ -101,6 +108,9 @@ def fit(
             loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if lr_at is not None:
+                for group in opt.param_groups:
+                    group["lr"] = float(lr_at(step, total))
             opt.step()
             if sched is not None:
                 sched.step()

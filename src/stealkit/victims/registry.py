@@ -168,10 +168,37 @@ def _check_arch(arch: str) -> None:
 
 
 def _describe_trained(
-    *, dataset: str, arch: str, data_dir: str | Path | None = None, **_: Any
+    *,
+    dataset: str,
+    arch: str,
+    data_dir: str | Path | None = None,
+    watermark: str | None = None,
+    trigger_size: int = 100,
+    trigger_seed: int | None = None,
+    train_start: int = 0,
+    train_stop: int | None = None,
+    **_: Any,
 ) -> VictimInfo:
+    from stealkit.data import load_dataset
+    from stealkit.victims.trained import check_victim_options
+
+    def check(n_train: int | None, where: str) -> None:
+        try:
+            check_victim_options(
+                watermark=watermark,
+                trigger_size=trigger_size,
+                trigger_seed=trigger_seed,
+                train_start=train_start,
+                train_stop=train_stop,
+                n_train=n_train,
+            )
+        except ValueError as e:
+            raise ConfigError(f"victim 'trained'{where}: {e}") from None
+
+    check(None, "")  # the options alone, before any data is read
     _check_arch(arch)
     spec, classes = _square_images(dataset, data_dir)
+    check(len(load_dataset(dataset, "train", data_dir=data_dir)), f" on {dataset!r}")
     return VictimInfo("classifier", spec, classes)
 
 
@@ -226,7 +253,9 @@ register_victim(
     "trained",
     train_victim,
     description="an architecture trained here on a data set, cached by settings; "
-    "params: dataset, arch, epochs, seed, batch_size, lr, cache_dir, data_dir, device",
+    "params: dataset, arch, epochs, seed, batch_size, lr, cache_dir, data_dir, device, "
+    "train_start, train_stop (train on train[start:stop] only), watermark ('adi': Adi et al.'s "
+    "trigger-set watermark), trigger_size (100), trigger_seed (None: seed)",
     describe=_describe_trained,
 )
 register_victim(

@@ -1,10 +1,21 @@
 """Victims trained here: a registered architecture fitted on a registered data set, cached on disk.
 
     victim = train_victim(dataset="fashion-mnist", arch="cnn3", epochs=5)
+    owner = train_victim(dataset="fashion-mnist", arch="cnn3", train_stop=30000, watermark="adi")
+    x, y = victim_trigger_set(owner)      # the owner's secret trigger set, from its meta
 
 A checkpoint is a folder holding ``model.safetensors`` (the state dict) and ``meta.json`` (what
 was trained, how, and how well). The folder name ends in a hash of everything that changes the
 weights, so a second call with the same settings loads the checkpoint instead of training.
+
+Options: ``train_start``/``train_stop`` train on the slice ``train[start:stop]`` only (the rest
+stays private to others, e.g. for dataset inference or an independent model);
+``watermark="adi"`` plants an Adi et al. (USENIX Security 2018) backdoor watermark: a trigger
+set of ``trigger_size`` abstract images with random labels (``stealkit.metrics.watermark``),
+oversampled into the training data so that its copies make ``TRIGGER_SHARE`` of it (at least one
+copy), as Adi et al. train the trigger set together with the data (not verified: their exact
+mixing ratio). Settings left at their defaults stay out of the cache key, so checkpoints cached
+before these options existed keep their folders.
 """
 
 from __future__ import annotations
@@ -12,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from stealkit import __version__
 from stealkit.data import load_dataset
 from stealkit.errors import ConfigError
+from stealkit.metrics.watermark import trigger_accuracy, trigger_set
 from stealkit.models import build_model
 from stealkit.oracle.spec import InputSpec
 from stealkit.train import fit, predict
@@ -37,24 +50,120 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 META = "meta.json"
+WATERMARKS = ("adi",)
+TRIGGER_SHARE = 0.05  # trigger copies make this share of the training images (at least one copy)
 
 
 def cache_key(
-    *, dataset: str, arch: str, epochs: int, seed: int, batch_size: int, lr: float
+    *,
+    dataset: str,
+    arch: str,
+    epochs: int,
+    seed: int,
+    batch_size: int,
+    lr: float,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """A short hash of the settings that determine a trained victim's weights."""
-    blob = json.dumps(
-        {
-            "dataset": dataset,
-            "arch": arch,
-            "epochs": epochs,
-            "seed": seed,
-            "batch_size": batch_size,
-            "lr": lr,
-        },
-        sort_keys=True,
-    )
+    """A short hash of the settings that determine a trained victim's weights.
+
+    ``extra`` holds further settings (only those off their defaults, so that keys of victims
+    trained without them never change); empty or None gives the key of the six settings alone.
+    """
+    settings: dict[str, Any] = {
+        "dataset": dataset,
+        "arch": arch,
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+    }
+    clash = set(extra or {}) & set(settings)
+    if clash:
+        raise ValueError(f"extra settings {sorted(clash)} repeat the named ones; drop them")
+    settings.update(extra or {})
+    blob = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_victim_options(
+    *,
+    watermark: str | None,
+    trigger_size: int,
+    trigger_seed: int | None,
+    train_start: int,
+    train_stop: int | None,
+    n_train: int | None = None,
+) -> None:
+    """Raise ValueError naming the bad option and the fix; ``n_train`` (the train split's size,
+    when known) bounds the slice."""
+    if watermark is not None and watermark not in WATERMARKS:
+        raise ValueError(
+            f"watermark must be None or one of {list(WATERMARKS)} (Adi et al.'s trigger set), "
+            f"got {watermark!r}"
+        )
+    if not _is_int(trigger_size) or trigger_size < 1:
+        raise ValueError(f"trigger_size must be a positive int, got {trigger_size!r}")
+    if trigger_seed is not None and not _is_int(trigger_seed):
+        raise ValueError(
+            f"trigger_seed must be an int or None (the victim's seed), got {trigger_seed!r}"
+        )
+    if watermark is None and (trigger_size != 100 or trigger_seed is not None):
+        raise ValueError(
+            "trigger_size and trigger_seed only apply to a watermarked victim; "
+            "set watermark='adi' or drop them"
+        )
+    if not _is_int(train_start) or train_start < 0:
+        raise ValueError(f"train_start must be an int >= 0, got {train_start!r}")
+    if train_stop is not None and (not _is_int(train_stop) or train_stop <= train_start):
+        raise ValueError(
+            f"train_stop must be None (the end) or an int > train_start={train_start}, "
+            f"got {train_stop!r}"
+        )
+    if n_train is not None:
+        if train_start >= n_train:
+            raise ValueError(
+                f"train_start={train_start} is past the train split's {n_train} images; "
+                f"pick a start below {n_train}"
+            )
+        if train_stop is not None and train_stop > n_train:
+            raise ValueError(
+                f"train_stop={train_stop} is past the train split's {n_train} images; "
+                f"pick a stop of at most {n_train} (or None)"
+            )
+
+
+def trigger_copies(n_train: int, trigger_size: int) -> int:
+    """How many times the trigger set is repeated in the training data: enough copies for them
+    to make ``TRIGGER_SHARE`` of the ``n_train`` clean images, and at least one."""
+    return max(1, math.ceil(TRIGGER_SHARE * n_train / trigger_size))
+
+
+def _extra_key(
+    *,
+    watermark: str | None,
+    trigger_size: int,
+    trigger_seed: int,
+    train_start: int,
+    train_stop: int | None,
+) -> dict[str, Any]:
+    """The new settings that leave their defaults, for ``cache_key``'s ``extra``."""
+    extra: dict[str, Any] = {}
+    if train_start != 0:
+        extra["train_start"] = train_start
+    if train_stop is not None:
+        extra["train_stop"] = train_stop
+    if watermark is not None:
+        extra |= {
+            "watermark": watermark,
+            "trigger_size": trigger_size,
+            "trigger_seed": trigger_seed,
+            "trigger_share": TRIGGER_SHARE,
+        }
+    return extra
 
 
 def train_victim(
@@ -68,6 +177,11 @@ def train_victim(
     cache_dir: str | Path = Path("~/.cache/stealkit/victims"),
     data_dir: str | Path | None = None,
     device: str | torch.device | None = None,
+    watermark: str | None = None,
+    trigger_size: int = 100,
+    trigger_seed: int | None = None,
+    train_start: int = 0,
+    train_stop: int | None = None,
 ) -> Victim:
     """Train ``arch`` on ``dataset``'s train split with cross-entropy, or reuse a cached checkpoint.
 
@@ -79,10 +193,16 @@ def train_victim(
         cache_dir: checkpoints live in ``cache_dir/<dataset>-<arch>-<hash>/``.
         data_dir: where on-disk data sets live (see ``stealkit.data.load_dataset``).
         device: where to train; the returned model is on the CPU.
+        watermark: None, or "adi" to plant Adi et al.'s trigger-set watermark.
+        trigger_size: images in the trigger set (Adi et al. use 100).
+        trigger_seed: seed of the trigger set (the owner's secret); None uses ``seed``.
+        train_start, train_stop: train on ``train[train_start:train_stop]`` only (None: to
+            the end).
 
     Returns:
         A classifier Victim taking images in [0, 1] of the data set's shape (no normalisation);
-        ``meta`` records the settings, test accuracy and the checkpoint folder.
+        ``meta`` records the settings, test accuracy and the checkpoint folder, and the slice,
+        the watermark's settings and the victim's own trigger accuracy (None unwatermarked).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -90,8 +210,23 @@ def train_victim(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    options: dict[str, Any] = dict(
+        watermark=watermark,
+        trigger_size=trigger_size,
+        trigger_seed=trigger_seed,
+        train_start=train_start,
+        train_stop=train_stop,
+    )
+    check_victim_options(**options)
+    t_seed = seed if trigger_seed is None else trigger_seed
     key = cache_key(
-        dataset=dataset, arch=arch, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr
+        dataset=dataset,
+        arch=arch,
+        epochs=epochs,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        extra=_extra_key(**options | {"trigger_seed": t_seed}),
     )
     directory = Path(cache_dir).expanduser() / f"{dataset}-{arch}-{key}"
     if (directory / META).exists():
@@ -110,16 +245,26 @@ def train_victim(
             f"data set {dataset!r} has {h}x{w} images; architectures need square images"
         )
     num_classes = len(train.classes) if train.classes else int(max(train.y.max(), test.y.max())) + 1
+    check_victim_options(**options, n_train=len(train))
+    stop = len(train) if train_stop is None else train_stop
+    x, y = train.images(slice(train_start, stop)), train.y[train_start:stop]
+    spec = InputSpec(channels=c, height=h, width=w)
+    copies = 0
+    if watermark is not None:
+        tx, ty = trigger_set(trigger_size, spec, num_classes, t_seed)
+        copies = trigger_copies(len(y), trigger_size)
+        x = torch.cat([x, tx.repeat(copies, 1, 1, 1)])
+        y = torch.cat([y, ty.repeat(copies)])
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left untouched
         torch.manual_seed(seed)
         model = build_model(arch, in_channels=c, num_classes=num_classes, image_size=h)
 
-    log.info("training victim %s on %s (%d images, %d epochs)", arch, dataset, len(train), epochs)
+    log.info("training victim %s on %s (%d images, %d epochs)", arch, dataset, len(y), epochs)
     t0 = time.perf_counter()
     fit(
         model,
-        train.images(),
-        train.y,
+        x,
+        y,
         loss_fn=F.cross_entropy,
         epochs=epochs,
         batch_size=batch_size,
@@ -130,6 +275,9 @@ def train_victim(
     )
     seconds = time.perf_counter() - t0
     pred = predict(model, test.images(), device=device).argmax(1)
+    trigger_acc = None
+    if watermark is not None:
+        trigger_acc = trigger_accuracy(lambda q: predict(model, q, device=device), tx, ty)
     meta: dict[str, Any] = {
         "dataset": dataset,
         "arch": arch,
@@ -141,7 +289,14 @@ def train_victim(
         "num_classes": num_classes,
         "test_accuracy": float((pred == test.y).float().mean()),
         "test_size": len(test),
-        "input_spec": InputSpec(channels=c, height=h, width=w).to_dict(),
+        "train_start": train_start,
+        "train_stop": stop,
+        "watermark": watermark,
+        "trigger_size": trigger_size if watermark is not None else None,
+        "trigger_seed": t_seed if watermark is not None else None,
+        "trigger_copies": copies,
+        "trigger_accuracy": trigger_acc,
+        "input_spec": spec.to_dict(),
         "classes": train.classes or [str(i) for i in range(num_classes)],
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_seconds": round(seconds, 3),
@@ -150,6 +305,20 @@ def train_victim(
     save_checkpoint(model.cpu().state_dict(), meta, directory)
     log.info("victim %s: test accuracy %.4f, saved to %s", arch, meta["test_accuracy"], directory)
     return load_checkpoint(directory)
+
+
+def victim_trigger_set(victim: Victim) -> tuple[Tensor, Tensor]:
+    """The owner's trigger set of a victim trained with ``watermark="adi"``, regenerated from
+    its meta (size, seed, classes) and input spec: ``(x, y)`` as ``trigger_set`` gives them."""
+    meta = victim.meta
+    if meta.get("watermark") not in WATERMARKS:
+        raise ConfigError(
+            f"victim {victim.name!r} carries no watermark (meta watermark="
+            f"{meta.get('watermark')!r}); train it with watermark='adi'"
+        )
+    return trigger_set(
+        int(meta["trigger_size"]), victim.spec, int(meta["num_classes"]), int(meta["trigger_seed"])
+    )
 
 
 def save_checkpoint(state: dict[str, torch.Tensor], meta: dict[str, Any], directory: Path) -> None:
