@@ -39,7 +39,7 @@ EXPECTED_KIND = {
     "mad-argmax-1.0": OutputKind.PROBABILITIES,
 }
 # Presets for encoder victims: they wrap an embedding oracle and keep answering embeddings.
-EMBEDDING_PRESETS = {"emb-noise", "emb-top64", "emb-round1"}
+EMBEDDING_PRESETS = {"emb-noise", "emb-top64", "emb-round1", "b4b"}
 
 
 def test_every_preset_has_an_expected_kind() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from stealkit.defenses.b4b import B4B
 from stealkit.defenses.dawn import Dawn
 from stealkit.defenses.embedding import (
     EmbeddingNoise,
@@ -50,6 +51,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "emb-noise": ("embedding_noise", {"sigma": 0.1, "relative": True}),
     "emb-top64": ("embedding_topk", {"k": 64}),
     "emb-round1": ("embedding_rounding", {"decimals": 1}),
+    "b4b": ("b4b", {"hyperplanes": 10, "beta": 0.4}),
 }
 
 
@@ -89,10 +91,12 @@ register_defense("prada", Prada)
 register_defense("adaptive_misinformation", AdaptiveMisinformation)
 register_defense("dawn", Dawn)
 register_defense("mad", Mad)
+register_defense("b4b", B4B)
 
 __all__ = [
     "PRESETS",
     "AdaptiveMisinformation",
+    "B4B",
     "Argmax",
     "Dawn",
     "DefendedOracle",

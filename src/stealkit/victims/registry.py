@@ -25,6 +25,10 @@ from stealkit.victims.external import load_onnx, load_python
 from stealkit.victims.http import describe_http, load_http
 from stealkit.victims.probed import describe_probed_encoder, load_probed_encoder
 from stealkit.victims.trained import train_victim
+from stealkit.victims.watermarked_encoder import (
+    describe_watermarked_encoder,
+    watermarked_encoder_victim,
+)
 
 
 @dataclass(frozen=True)
@@ -307,4 +311,13 @@ register_victim(
     "/v1/info); params: url, api_key_env (default STEALKIT_API_KEY), judge_key_env (a separate "
     "key for evaluation, ideally trusted), cache, batch, timeout",
     describe=describe_http,
+)
+register_victim(
+    "watermarked-encoder",
+    watermarked_encoder_victim,
+    description="an SSL encoder (as 'ssl') with a BadEncoder-style watermark planted on train "
+    "images, cached; meta records trigger, target_class, watermark_rate; params: method, "
+    "dataset, arch, epochs, seed, max_images, target_class, trigger_size, shadow_images, "
+    "watermark_epochs, watermark_lr, cache_dir, data_dir, device",
+    describe=describe_watermarked_encoder,
 )
