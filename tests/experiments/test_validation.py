@@ -200,6 +200,17 @@ def test_a_valid_config_passes_every_check() -> None:
     assert cfg.attack_spec("k") == ("knockoff", {"strategy": "random"})
 
 
+def test_a_budget_above_the_pool_is_fine_for_an_attack_that_synthesises_its_queries() -> None:
+    d = copy.deepcopy(BASE)
+    d["attacks"] = {"j": {"type": "jbda", "params": {"seed_size": 50}}}
+    d["grid"] = [{"attacks": ["j"], "budgets": [1000]}]  # JBDA buys 50 pool images, then grows
+    assert parse_config(d).attack_spec("j") == ("jbda", {"seed_size": 50})
+    d["attacks"]["k"] = BASE["attacks"]["k"]
+    d["grid"] = [{"attacks": ["j", "k"], "budgets": [1000]}]
+    with pytest.raises(ConfigError, match=r"exceed the 400 images of the pool.*k buys each"):
+        parse_config(d)
+
+
 def test_a_directory_is_not_a_config(tmp_path: Path, capsys) -> None:
     assert main(["run", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from stealkit.attacks.activethief import ActiveThief
 from stealkit.attacks.base import Attack, AttackResult, Monitor, TrainRecipe
 from stealkit.attacks.contsteal import ContSteal
 from stealkit.attacks.copycat import CopyCat
@@ -16,6 +17,7 @@ from stealkit.attacks.dast import DaST
 from stealkit.attacks.dfme import DFME
 from stealkit.attacks.encoder import EncoderStealing
 from stealkit.attacks.encoder_common import EmbeddingCache
+from stealkit.attacks.jbda import JBDA
 from stealkit.attacks.knockoff import KnockoffNets
 from stealkit.attacks.mega import MEGA
 from stealkit.attacks.stolenencoder import StolenEncoder
@@ -27,6 +29,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "knockoff-random": ("knockoff", {"strategy": "random", "online_steps": 0}),
     "knockoff-adaptive": ("knockoff", {"strategy": "adaptive", "reward": "all"}),
     "copycat": ("copycat", {}),
+    # synthetic queries grown from a small seed set (Jacobian-based augmentation)
+    "jbda": ("jbda", {"variant": "jbda"}),
+    "jbda-tr": ("jbda", {"variant": "jbda-tr", "tau": None}),
+    # pool-based active learning
+    "activethief-entropy": ("activethief", {"strategy": "entropy"}),
+    "activethief-kcenter": ("activethief", {"strategy": "kcenter"}),
+    "activethief-dfal": ("activethief", {"strategy": "dfal", "candidates": 5000}),
+    "activethief-dfal-kcenter": ("activethief", {"strategy": "dfal-kcenter", "candidates": 5000}),
     # encoder victims (the oracle answers embeddings)
     "encoder-mse": ("encoder", {"loss": "mse"}),
     "encoder-cosine": ("encoder", {"loss": "cosine"}),
@@ -83,6 +93,8 @@ def build_attack(type_: str, **params: Any) -> Attack:
 
 register_attack("knockoff", KnockoffNets)
 register_attack("copycat", CopyCat)
+register_attack("jbda", JBDA)
+register_attack("activethief", ActiveThief)
 register_attack("encoder", EncoderStealing)
 register_attack("contsteal", ContSteal)
 register_attack("stolenencoder", StolenEncoder)
@@ -92,6 +104,7 @@ register_attack("dfme", DFME)
 
 __all__ = [
     "PRESETS",
+    "ActiveThief",
     "Attack",
     "AttackResult",
     "ContSteal",
@@ -100,6 +113,7 @@ __all__ = [
     "DaST",
     "EmbeddingCache",
     "EncoderStealing",
+    "JBDA",
     "KnockoffNets",
     "MEGA",
     "StolenEncoder",

@@ -66,6 +66,7 @@ class Attack(ABC):
 
     steals: ClassVar[str] = "classifier"
     needs_pool: ClassVar[bool] = True
+    buys_pool_images: ClassVar[bool] = True  # each query is a pool image (budget <= pool size)
     accepts: frozenset[OutputKind] = CLASS_OUTPUTS
 
     @abstractmethod

@@ -199,7 +199,7 @@ def _run_problems(cfg: ExperimentConfig, family: Family | None, pool_size: int |
                     f"pool: {a} queries the thief's own images; add a 'pool:' section (e.g. "
                     "pool: {dataset: fashion-mnist}) or use only data-free attacks"
                 )
-            if attack.needs_pool and pool_size is not None:
+            if attack.needs_pool and attack.buys_pool_images and pool_size is not None:
                 over = [b for b in g.budgets if b > pool_size]
                 if over:
                     problems.append(
