@@ -401,6 +401,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stealkit.experiments.verify import parse_part, verify_files
+
+    params: Any = {}
+    if args.victim_params:
+        try:
+            params = yaml.safe_load(args.victim_params) or {}
+        except yaml.YAMLError as e:
+            raise StealkitError(f"--victim-params is not YAML/JSON: {e}") from None
+        if not isinstance(params, dict):
+            raise StealkitError(f"--victim-params must be a mapping, got {args.victim_params!r}")
+    report = verify_files(
+        victim_name=args.victim,
+        victim_params=params,
+        suspect=args.suspect,
+        arch=args.arch,
+        private=parse_part(args.private, flag="--private") if args.private else None,
+        public=parse_part(args.public, flag="--public") if args.public else None,
+        samples=args.samples,
+        alpha=args.alpha,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import yaml
 
@@ -647,6 +679,39 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", help="where the victim runs (default cpu)")
     sv.add_argument("--data-dir", help="folder holding on-disk data sets (victims trained here)")
     sv.set_defaults(func=_cmd_serve)
+
+    vf = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="test whether a suspect model file is a copy of a victim (dataset inference)",
+        description="Dataset inference (Maini et al., ICLR 2021; Dziedzic et al., NeurIPS 2022 for "
+        "encoders): the owner shows the suspect m of the victim's private training images and m "
+        "public ones; a suspect that treats the private ones as the victim does (farther from its "
+        "decision boundary, or denser representations) is a copy. Prints the verdict, its "
+        "p-value, m, and the queries used on the suspect and on the victim.",
+    )
+    vf.add_argument("--victim", required=True, help="registered victim name (the owner's model)")
+    vf.add_argument("--victim-params", help="the victim's params as YAML/JSON")
+    vf.add_argument(
+        "--suspect", required=True, help="the suspect model: a .safetensors or .onnx file"
+    )
+    vf.add_argument(
+        "--arch", help="the suspect's architecture, for a .safetensors file that does not record it"
+    )
+    vf.add_argument(
+        "--private",
+        help="the victim's training images, DATASET:SPLIT[:START:STOP] (default: as the victim's "
+        "meta records them)",
+    )
+    vf.add_argument(
+        "--public", help="unseen images, DATASET:SPLIT[:START:STOP] (default: the test split)"
+    )
+    vf.add_argument("--samples", type=int, help="m: images of each set shown to the suspect")
+    vf.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    vf.add_argument("--seed", type=int, default=0, help="draws the images and walk directions")
+    vf.add_argument("--data-dir", help="folder holding on-disk data sets")
+    vf.add_argument("--json", action="store_true", help="the report as JSON")
+    vf.set_defaults(func=_cmd_verify)
 
     ks = sub.add_parser(
         "keys",

@@ -186,16 +186,20 @@ def load_model(
     c, k, s = (int(settings[key]) for key in _SETTINGS[1:])
     wrapper = meta.get("wrapper", "none")
     backbone_classes = int(meta.get("backbone_classes", k))
-    net = build_model(name, in_channels=c, num_classes=backbone_classes, image_size=s)
-    model: nn.Module
-    if wrapper == "none":
-        model = net
-    elif wrapper == "features":
-        model = FeatureEncoder(net)
-    elif wrapper == "surrogate-encoder":
-        model = SurrogateEncoder(net, (c, s, s), k)
-    else:
+    if wrapper not in ("none", "features", "surrogate-encoder"):
         raise ConfigError(f"{path}: unknown wrapper {wrapper!r}; it was written by another version")
+    try:
+        net = build_model(name, in_channels=c, num_classes=backbone_classes, image_size=s)
+        model: nn.Module = net
+        if wrapper == "features":
+            model = FeatureEncoder(net)
+        elif wrapper == "surrogate-encoder":
+            model = SurrogateEncoder(net, (c, s, s), k)
+    except (RuntimeError, ValueError) as e:  # e.g. a kernel larger than the image
+        raise ConfigError(
+            f"arch {name!r} cannot be built for {c} x {s} x {s} images ({e}); give the arch "
+            "the file was trained with"
+        ) from None
     try:
         model.load_state_dict(load_file(str(path)))
     except (RuntimeError, SafetensorError) as e:
