@@ -15,11 +15,14 @@ from stealkit.attacks.contsteal import ContSteal
 from stealkit.attacks.copycat import CopyCat
 from stealkit.attacks.dast import DaST
 from stealkit.attacks.dfme import DFME
+from stealkit.attacks.dfms import DFMSHL
 from stealkit.attacks.encoder import EncoderStealing
 from stealkit.attacks.encoder_common import EmbeddingCache
 from stealkit.attacks.jbda import JBDA
 from stealkit.attacks.knockoff import KnockoffNets
+from stealkit.attacks.maze import MAZE
 from stealkit.attacks.mega import MEGA
+from stealkit.attacks.ripper import BlackBoxRipper
 from stealkit.attacks.stolenencoder import StolenEncoder
 
 _ATTACKS: dict[str, Callable[..., Attack]] = {}
@@ -51,6 +54,10 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "dast-l": ("dast", {"variant": "label"}),
     "dast-p": ("dast", {"variant": "probability"}),
     "dfme": ("dfme", {}),
+    "maze": ("maze", {}),
+    "dfms-hl": ("dfms", {"variant": "proxy"}),
+    "dfms-hl-synthetic": ("dfms", {"variant": "synthetic"}),
+    "ripper": ("ripper", {}),
 }
 
 
@@ -101,20 +108,26 @@ register_attack("stolenencoder", StolenEncoder)
 register_attack("mega", MEGA)
 register_attack("dast", DaST)
 register_attack("dfme", DFME)
+register_attack("maze", MAZE)
+register_attack("dfms", DFMSHL)
+register_attack("ripper", BlackBoxRipper)
 
 __all__ = [
     "PRESETS",
     "ActiveThief",
     "Attack",
     "AttackResult",
+    "BlackBoxRipper",
     "ContSteal",
     "CopyCat",
     "DFME",
+    "DFMSHL",
     "DaST",
     "EmbeddingCache",
     "EncoderStealing",
     "JBDA",
     "KnockoffNets",
+    "MAZE",
     "MEGA",
     "StolenEncoder",
     "Monitor",

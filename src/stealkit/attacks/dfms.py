@@ -152,6 +152,8 @@ class DFMSHL(Attack):
         """The proxy variant learns its GAN from the thief's pool; the synthetic one needs none."""
         return self.variant == "proxy"
 
+    buys_pool_images = False  # the pool trains its GAN; the queries are generated
+
     def __init__(
         self,
         *,

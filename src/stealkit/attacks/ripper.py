@@ -119,6 +119,8 @@ class BlackBoxRipper(Attack):
     needs_pool = True
     accepts = SCORE_OUTPUTS
 
+    buys_pool_images = False  # the pool trains its GAN; the queries are generated
+
     def __init__(
         self,
         *,
