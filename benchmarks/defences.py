@@ -16,11 +16,16 @@ runs/benchmarks/ and writes docs/results/defences.md and .json:
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+from pathlib import Path
 from typing import Any
 
 from benchmarks import common
 
 NAMES = (
+    "defences-frontier",
+    "defences-frontier-20k",
     "defences-detection",
     "defences-honest",
     "defences-misinformation",
@@ -86,12 +91,150 @@ def dawn_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+FRONTIER_ATTACKS = ("knockoff-random", "knockoff-adaptive", "copycat", "dast-l")
+
+
+def _outcome(r: dict[str, Any]) -> str:
+    if r["status"] == "blocked":
+        return f"blocked at {r['ledger'].get('spent', 0):,}"
+    if r["status"] != "ok":
+        return r["status"]
+    return _f((r.get("metrics") or {}).get("agreement"))
+
+
+def frontier_table(results: dict[str, Any]) -> list[list[str]]:
+    """One row per defence: what honest users keep, then each attack's agreement."""
+    utility = {d["name"]: d for d in results.get("defenses", [])}
+    runs = {(r["defense"], r["attack"]): r for r in results.get("runs", [])}
+    rows = []
+    for name in dict.fromkeys(r["defense"] for r in results.get("runs", [])):
+        u = utility.get(name, {})
+        rows.append(
+            [
+                name,
+                _f(u.get("victim_accuracy")),
+                _f(u.get("top1_kept")),
+                *(_outcome(runs[name, a]) if (name, a) in runs else "—" for a in FRONTIER_ATTACKS),
+            ]
+        )
+    return rows
+
+
+def seed_summary(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per defence over seeds: honest accuracy, the thief's agreement (mean, sd, per seed) and
+    how many times the thief's error (1 - agreement) grows against no defence."""
+    utility = {d["name"]: d for d in results.get("defenses", [])}
+    by: dict[str, list[float]] = {}
+    for r in results.get("runs", []):
+        if r["status"] == "ok":
+            by.setdefault(r["defense"], []).append(float(r["metrics"]["agreement"]))
+    base = by.get("none")
+    base_err = 1 - statistics.mean(base) if base else None
+    out = []
+    for name, vals in by.items():
+        mean = statistics.mean(vals)
+        out.append(
+            {
+                "defense": name,
+                "honest_accuracy": utility.get(name, {}).get("victim_accuracy"),
+                "top1_kept": utility.get(name, {}).get("top1_kept"),
+                "agreement_mean": mean,
+                "agreement_sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "agreement_per_seed": vals,
+                "error_growth": (1 - mean) / base_err if base_err else None,
+            }
+        )
+    return out
+
+
+def best_point(rows: list[dict[str, Any]], slack: float = 0.01) -> dict[str, Any] | None:
+    """The defence that pushes agreement lowest while honest accuracy stays within ``slack``."""
+    base = next((r for r in rows if r["defense"] == "none"), None)
+    if base is None or base["honest_accuracy"] is None:
+        return None
+    ok = [
+        r
+        for r in rows
+        if r["defense"] != "none"
+        and r["honest_accuracy"] is not None
+        and r["honest_accuracy"] >= base["honest_accuracy"] - slack
+    ]
+    return min(ok, key=lambda r: r["agreement_mean"]) if ok else None
+
+
+def seed_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            r["defense"],
+            _f(r["honest_accuracy"]),
+            _f(r["top1_kept"]),
+            f"{r['agreement_mean']:.3f} ± {r['agreement_sd']:.3f}",
+            ", ".join(f"{v:.3f}" for v in r["agreement_per_seed"]),
+            f"{r['error_growth']:.2f}x" if r["error_growth"] is not None else "—",
+        ]
+        for r in rows
+    ]
+
+
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
         *("| " + " | ".join(r) + " |" for r in rows),
     ]
+
+
+def frontier_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    front, head20 = results.get("defences-frontier"), results.get("defences-frontier-20k")
+    lines: list[str] = []
+    if head20:
+        rows = seed_summary(head20)
+        best = best_point(rows)
+        lines += [
+            "## The headline: Knockoff random at 20k queries, three seeds",
+            "",
+            "Knockoff random (10 epochs, at least 600 steps) buys 20,000 Fashion-MNIST answers "
+            "from the real MNIST CNN behind each defence (`frontier-20k.yaml`). 'honest accuracy' "
+            "is the victim's accuracy through the defence on the judge's 1,000 mnist-5k test "
+            "digits; 'error growth' is the thief's disagreement (1 - agreement) over the "
+            "undefended thief's.",
+            "",
+            *table(
+                [
+                    "defence",
+                    "honest accuracy",
+                    "top-1 kept",
+                    "thief agreement (mean ± sd)",
+                    "per seed",
+                    "error growth",
+                ],
+                seed_rows(rows),
+            ),
+            "",
+        ]
+        if best is not None:
+            lines += [
+                f"**Best point within 0.01 of the undefended honest accuracy: {best['defense']}**, "
+                f"agreement {best['agreement_mean']:.3f} ± {best['agreement_sd']:.3f} at honest "
+                f"accuracy {_f(best['honest_accuracy'])}; the thief's error grows "
+                f"{best['error_growth']:.2f}x.",
+                "",
+            ]
+    if front:
+        lines += [
+            "## The frontier at 5k queries, every defence at several strengths (one seed)",
+            "",
+            "Each row is one defence (`frontier.yaml`): what honest users keep, then each "
+            "thief's agreement with the victim (6-epoch recipes; DaST-L learns from labels "
+            "only, without data). 'blocked at N': the monitor refused the thief after N queries.",
+            "",
+            *table(
+                ["defence", "honest accuracy", "top-1 kept", *FRONTIER_ATTACKS],
+                frontier_table(front),
+            ),
+            "",
+        ]
+    return lines
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
@@ -106,6 +249,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "thieves query Fashion-MNIST (pool attacks) or their own generators (DaST-L, MEGA). One "
         "seed: a first look, not yet the several seeds and strengths issue 14 asks for.",
         "",
+        *frontier_section(results),
         "## PRADA: queries until a thief is blocked",
         "",
         "PRADA (Juuti et al., EuroS&P 2019) keeps, per client, the minimum L2 distance of each "
@@ -182,6 +326,32 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _key(r: dict[str, Any]) -> tuple[str, str, int, int]:
+    return (r["attack"], r["defense"], int(r["budget"]), int(r["seed"]))
+
+
+def merge_previous(results: dict[str, dict[str, Any]], previous: Path) -> dict[str, dict[str, Any]]:
+    """The runs found now, over those of the last defences.json: a benchmark re-run on another
+    machine (or only some of its attacks) keeps the measurements it did not repeat."""
+    if not previous.is_file():
+        return results
+    old = json.loads(previous.read_text()).get("results", {})
+    merged = {name: dict(v) for name, v in old.items() if name in NAMES}
+    for name, new in results.items():
+        before = merged.get(name, {})
+        runs = {_key(r): r for r in before.get("runs", [])}
+        runs.update({_key(r): r for r in new.get("runs", [])})
+        defenses = {d["name"]: d for d in before.get("defenses", [])}
+        defenses.update({d["name"]: d for d in new.get("defenses", [])})
+        merged[name] = {
+            **new,
+            "runs": list(runs.values()),
+            "defenses": list(defenses.values()),
+            "victim": new.get("victim") or before.get("victim"),
+        }
+    return merged
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,7 +363,7 @@ def main() -> None:
         common.run_configs(
             paths, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks
         )
-    results = common.read_results(args.out, NAMES)
+    results = merge_previous(common.read_results(args.out, NAMES), common.RESULTS / "defences.json")
     common.save_json(
         "defences.json",
         {
