@@ -104,6 +104,27 @@ def test_knockoff_learns_from_topk_and_labels(victim, digits):
         assert _agreement(r.surrogate, victim, test) > 0.5
 
 
+def test_hard_labels_from_probabilities_train_as_on_a_label_api(victim, digits):
+    """The defence-aware thief (hard_labels) learns exactly what a label-only API would teach,
+    whatever scores come back: argmax-preserving poisoning cannot touch it. (Random queries:
+    the adaptive bandit's rewards still read the scores, so its queries differ.)"""
+    from dataclasses import replace
+
+    train, _ = digits
+    weights = []
+    for output, hard in (("probabilities", True), ("label", False), ("probabilities", False)):
+        oracle = LocalOracle(victim, SPEC, output=output, ledger=Ledger(budget=200))
+        torch.manual_seed(1)
+        s = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
+        attack = KnockoffNets(
+            strategy="random", online_steps=0, recipe=replace(FAST, hard_labels=hard)
+        )
+        r = attack.run(oracle, pool=QueryPool(train, SPEC), surrogate=s, budget=200, device="cpu")
+        weights.append(torch.cat([p.detach().flatten() for p in r.surrogate.parameters()]))
+    assert torch.equal(weights[0], weights[1])  # probabilities + hard_labels == a label API
+    assert not torch.equal(weights[0], weights[2])  # and differs from learning the scores
+
+
 def test_budget_larger_than_ledger_or_pool_is_refused_before_any_query(victim, digits):
     train, _ = digits
     oracle = LocalOracle(victim, SPEC, ledger=Ledger(budget=100))

@@ -136,7 +136,9 @@ class TrainRecipe:
     small random affine warp to bought images (keeping their bought answers: off by default, since
     on the real MNIST victim it cost 0.05 agreement at 20k queries, see docs/results/knockoff.md);
     ``temperature`` re-tempers soft answers before distillation (1 = plain soft-label
-    cross-entropy).
+    cross-entropy). ``hard_labels`` trains on the argmax of every answer even where scores come
+    back: the defence-aware thief against poisoning that keeps the top-1 class (MAD-argmax,
+    reverse sigmoid, adaptive misinformation below its threshold), which then cannot touch it.
     """
 
     epochs: int = 30
@@ -147,6 +149,7 @@ class TrainRecipe:
     weight_decay: float = 0.0
     augment: bool = False
     temperature: float = 1.0
+    hard_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0:
@@ -175,8 +178,9 @@ def train_surrogate(
     device: torch.device | str | None = None,
 ) -> list[float]:
     """Offline training on a whole transfer set; soft targets use (tempered) soft cross-entropy,
-    hard ones (``hard=True``; argmax of the targets) plain cross-entropy."""
-    if hard:
+    hard ones (``hard=True`` or ``recipe.hard_labels``; argmax of the targets) plain
+    cross-entropy."""
+    if hard or recipe.hard_labels:
         labels = targets.argmax(dim=1) if targets.dim() == 2 else targets
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
         tgt = labels

@@ -233,7 +233,7 @@ class KnockoffNets(Attack):
         dev = torch.device(device) if device is not None else default_device()
         gen = torch.Generator().manual_seed(seed)
         start = oracle.ledger.spent
-        hard = is_label_only(oracle)
+        hard = is_label_only(oracle) or self.recipe.hard_labels
         if self.strategy == "random":
             xs, ys, history, idx = self._random(oracle, pool, budget, gen)
         else:
