@@ -27,6 +27,7 @@ NAMES = (
     "defences-frontier",
     "defences-frontier-20k",
     "defences-detection",
+    "defences-detection-jbda",
     "defences-honest",
     "defences-misinformation",
     "defences-dawn",
@@ -40,12 +41,12 @@ def _f(v: Any, digits: int = 3) -> str:
 
 def detection_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
-    for name in ("defences-detection", "defences-honest"):
+    for name in ("defences-detection", "defences-detection-jbda", "defences-honest"):
         for r in results.get(name, {}).get("runs", []):
             caught = r["status"] == "blocked"
             rows.append(
                 [
-                    r["attack"],
+                    r["attack"] + (f" (seed {r['seed']})" if name == "defences-honest" else ""),
                     str(r["budget"]),
                     "blocked" if caught else r["status"],
                     f"{r['ledger'].get('spent', 0):,}" if caught else "never",
@@ -53,6 +54,13 @@ def detection_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def honest_alarms(results: dict[str, dict[str, Any]]) -> str:
+    """'k of n honest clients blocked' from the honest experiment."""
+    runs = results.get("defences-honest", {}).get("runs", [])
+    blocked = sum(r["status"] == "blocked" for r in runs)
+    return f"{blocked} of {len(runs)} honest clients blocked" if runs else "no honest clients run"
 
 
 def frontier_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -262,6 +270,9 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
             ["attack (client)", "budget", "outcome", "queries until blocked", "agreement"],
             detection_rows(results),
         ),
+        "",
+        f"False alarms: {honest_alarms(results)} (each sends all 4,000 mnist-5k training "
+        "digits, in its own order).",
         "",
         "The paper reports PRADA catching JBDA-style synthetic queries (small steps from seeds) "
         "and says natural-image transfer sets (Knockoff's) are its blind spot; whether the rows "

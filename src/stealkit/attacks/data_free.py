@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from stealkit.attacks.base import Monitor
+from stealkit.attacks.base import Attack, Monitor, spend_limit
 from stealkit.models.generators import Generator, build_generator
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
@@ -70,3 +70,42 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
+
+
+def zeroth_order_setup(
+    attack: Attack,
+    oracle: Oracle,
+    *,
+    pool: object,
+    budget: int,
+    seed: int,
+    device: torch.device | str | None,
+    generator: nn.Module | None,
+    nz: int,
+    ngf: int,
+    why_scores: str,
+) -> tuple[int, torch.device, torch.Generator, Generator]:
+    """What DFME and MAZE check and build before their first query: no pool, a budget the
+    ledger holds, a classifier answering scores (``why_scores`` says why labels will not do),
+    the device, the run's random generator, and an unconditional DCGAN generator (a fresh one
+    seeded from ``seed`` unless one is given), whose pre-activation output they perturb."""
+    name = type(attack).__name__
+    attack.refuse_pool(pool)  # type: ignore[arg-type]
+    budget = spend_limit(oracle, budget)
+    classifier_classes(oracle)
+    if oracle.output is OutputKind.LABEL:
+        raise ValueError(
+            f"{name} needs the victim's probabilities ({why_scores}); this oracle answers labels "
+            "only. Use a label-only attack (MEGA, DaST-L, DFMS-HL) instead."
+        )
+    attack.check_oracle(oracle)
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(seed)
+    if generator is None:
+        generator = default_generator(oracle, "dcgan", nz, seed=next_seed(gen), ngf=ngf)
+    if not isinstance(generator, Generator) or generator.conditional:
+        raise ValueError(
+            f"{name} estimates gradients before the generator's output activation; pass an "
+            "unconditional stealkit.models.generators.Generator (build_generator('dcgan', ...))"
+        )
+    return budget, dev, gen, generator

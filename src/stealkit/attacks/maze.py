@@ -47,21 +47,17 @@ from stealkit.attacks.base import (
     SCORE_OUTPUTS,
     Attack,
     AttackResult,
-    spend_limit,
     training_targets,
 )
 from stealkit.attacks.data_free import (
     Monitor,
-    classifier_classes,
-    default_generator,
     next_seed,
-    resolve_device,
+    zeroth_order_setup,
 )
 from stealkit.attacks.dfme import forward_difference_gradient, random_directions, round_plan
 from stealkit.data.pool import QueryPool
 from stealkit.models.generators import Generator
 from stealkit.oracle.base import Oracle
-from stealkit.oracle.response import OutputKind
 from stealkit.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -222,27 +218,18 @@ class MAZE(Attack):
         ``generator`` must be an unconditional ``stealkit.models.generators.Generator`` (MAZE
         perturbs its pre-activation output); a fresh one seeded by ``seed`` when ``None``.
         """
-        self.refuse_pool(pool)
-        budget = spend_limit(oracle, budget)
-        classifier_classes(oracle)
-        if oracle.output is OutputKind.LABEL:
-            raise ValueError(
-                "MAZE needs the victim's probabilities (its loss is the KL between the victim's "
-                "and the clone's distributions); this oracle answers labels only. Use a "
-                "label-only attack (MEGA, DaST-L, DFMS-HL) instead."
-            )
-        self.check_oracle(oracle)
-        dev = resolve_device(device)
-        gen = torch.Generator().manual_seed(seed)
-        if generator is None:
-            generator = default_generator(
-                oracle, "dcgan", self.nz, seed=next_seed(gen), ngf=self.ngf
-            )
-        if not isinstance(generator, Generator) or generator.conditional:
-            raise ValueError(
-                "MAZE estimates gradients before the generator's output activation; pass an "
-                "unconditional stealkit.models.generators.Generator (build_generator('dcgan', ...))"
-            )
+        budget, dev, gen, generator = zeroth_order_setup(
+            self,
+            oracle,
+            pool=pool,
+            budget=budget,
+            seed=seed,
+            device=device,
+            generator=generator,
+            nz=self.nz,
+            ngf=self.ngf,
+            why_scores="its loss is the KL between the victim's and the clone's distributions",
+        )
         generator.to(dev)
         surrogate.to(dev)
         opt_c = torch.optim.SGD(

@@ -1,0 +1,108 @@
+"""The attacks researchers compare against, on equal terms (issue 15).
+
+    python -m benchmarks.attacks [--only equal-5k] [--seeds 0 1 2] [--no-run]
+
+Runs the configs of benchmarks/attacks/ into runs/benchmarks/ and writes docs/results/attacks.md
+and .json: per attack and budget, the agreement with the victim (mean ± sd over the seeds run,
+per-seed values in the JSON), accuracy, queries bought and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+from benchmarks import common
+
+NAMES = ("attacks-equal-5k",)
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results.get("runs", []):
+        if r["status"] == "ok":
+            by.setdefault((r["attack"], int(r["budget"])), []).append(r)
+    out = []
+    for (attack, budget), runs in by.items():
+        agree = [float(r["metrics"]["agreement"]) for r in runs]
+        acc = [float(r["metrics"]["accuracy"]) for r in runs]
+        out.append(
+            {
+                "attack": attack,
+                "budget": budget,
+                "seeds": [r["seed"] for r in runs],
+                "agreement_per_seed": agree,
+                "agreement_mean": statistics.mean(agree),
+                "agreement_sd": statistics.stdev(agree) if len(agree) > 1 else None,
+                "accuracy_mean": statistics.mean(acc),
+                "queries": [r["ledger"].get("spent") for r in runs],
+                "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+                "attack_repr": runs[0].get("attack_repr"),
+            }
+        )
+    return sorted(out, key=lambda r: (r["budget"], -r["agreement_mean"]))
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "# Attacks on equal terms",
+        "",
+        "Made by `python -m benchmarks.attacks` from `benchmarks/attacks/*.yaml`: the real MNIST "
+        "CNN (digit-recognizer-py) answering labels only, the same Fashion-MNIST pool, cnn3 "
+        "surrogate, final recipe (6 epochs, at least 250 steps) and judge (1,000 mnist-5k test "
+        "digits) for every attack. Wall time is on the 2-core machine named in the JSON, which "
+        "was shared with other jobs while these ran: compare it within a table only.",
+        "",
+    ]
+    for name in NAMES:
+        res = results.get(name)
+        if not res:
+            continue
+        table = rows(res)
+        n_seeds = max((len(r["seeds"]) for r in table), default=0)
+        lines += [
+            f"## {name} ({n_seeds} seed{'s' if n_seeds != 1 else ''})",
+            "",
+            "| attack | budget | agreement | accuracy | queries bought | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in table:
+            sd = f" ± {r['agreement_sd']:.3f}" if r["agreement_sd"] is not None else ""
+            lines.append(
+                f"| {r['attack']} | {r['budget']:,} | {r['agreement_mean']:.3f}{sd} | "
+                f"{r['accuracy_mean']:.3f} | {', '.join(f'{q:,}' for q in r['queries'])} | "
+                f"{r['wall_seconds_mean']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common.add_run_arguments(ap, "attacks")
+    args = ap.parse_args()
+    paths = [p for p in common.configs("attacks") if not args.only or p.stem in args.only]
+    if not args.no_run:
+        common.run_configs(
+            paths, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks
+        )
+    results = common.read_results(args.out, NAMES)
+    common.save_json(
+        "attacks.json",
+        {
+            "machine": common.machine(),
+            "results": {
+                k: {"runs": v.get("runs", []), "table": rows(v)} for k, v in results.items()
+            },
+        },
+    )
+    out = common.RESULTS / "attacks.md"
+    out.write_text(markdown(results))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
