@@ -41,7 +41,7 @@ Row = dict[str, Any]
 def collect(results: dict[str, dict[str, Any]], victims: dict[str, str]) -> dict[str, Any]:
     """Compact records of every ok run (per attack and seed, the largest budget), by victim.
 
-    ``victims`` maps each experiment name to its victim (the config's stem up to its last dash).
+    ``victims`` maps each experiment name to its victim (the config's stem up to its first dash).
     """
     out: dict[str, Any] = {"machine": machine(), "victims": {}, "runs": []}
     best_of: dict[tuple[str, str, int], Row] = {}
@@ -281,7 +281,7 @@ def main() -> None:
     if not args.no_run:
         chosen = [p for p in paths if not args.only or p.stem in args.only]
         run_configs(chosen, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks)
-    victims = {load_config(p, check=False).name: p.stem.rsplit("-", 1)[0] for p in paths}
+    victims = {load_config(p, check=False).name: p.stem.split("-", 1)[0] for p in paths}
     rank = {v: i for i, v in enumerate(VICTIM_ORDER)}
     names = sorted(victims, key=lambda n: (rank.get(victims[n], len(rank)), n))
     data = collect(read_results(args.out, names), victims)

@@ -18,6 +18,12 @@ authors' release. Each round draws fresh noise with classes spread evenly over a
 update on that batch; the last batch is trimmed so that exactly ``budget`` queries are spent.
 The authors' release also shrinks alpha once the control loss falls below 0.1; we keep alpha
 fixed.
+
+The default generator is stealkit's multi-branch one (``build_generator("multibranch", ...)``)
+with ``tail="sigmoid"``: its last convolution goes straight into a sigmoid, with no batch norm
+before it, as DaST's generator (not verified here from the paper's text, which is not available
+offline). ``tail="bn-tanh"`` is our earlier default, DFAD/DFME's affine-free batch norm then
+(tanh + 1) / 2, which pins each batch's mean pixel near grey.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from stealkit.attacks.data_free import (
     resolve_device,
 )
 from stealkit.data.pool import QueryPool
-from stealkit.models.generators import Generator
+from stealkit.models.generators import Generator, check_tail
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
 from stealkit.train.loop import fit
@@ -98,6 +104,8 @@ class DaST(Attack):
         alpha: weight of the label-control loss.
         beta: weight of the log-probability MSE in DaST-P's distance.
         sub_steps: substitute updates per bought batch.
+        tail: output layer of the default generator: "sigmoid" (DaST's) or "bn-tanh" (ours
+            before); see ``build_generator``.
 
     Example:
         >>> result = DaST(variant="label").run(oracle, surrogate=s, budget=50000)
@@ -121,6 +129,7 @@ class DaST(Attack):
         alpha: float = 0.2,
         beta: float = 0.1,
         sub_steps: int = 1,
+        tail: str = "sigmoid",
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -130,11 +139,13 @@ class DaST(Attack):
             )
         self.variant, self.query_batch, self.nz, self.lr = variant, query_batch, nz, lr
         self.alpha, self.beta, self.sub_steps, self.ngf = alpha, beta, sub_steps, ngf
+        self.tail = check_tail(tail)
 
     def __repr__(self) -> str:
         return (
             f"DaST(variant={self.variant!r}, query_batch={self.query_batch}, nz={self.nz}, ngf={self.ngf}, "
-            f"lr={self.lr}, alpha={self.alpha}, beta={self.beta}, sub_steps={self.sub_steps})"
+            f"lr={self.lr}, alpha={self.alpha}, beta={self.beta}, sub_steps={self.sub_steps}, "
+            f"tail={self.tail!r})"
         )
 
     @property
@@ -223,7 +234,7 @@ class DaST(Attack):
                 seed=next_seed(gen),
                 num_classes=num_classes,
                 ngf=self.ngf,
-            )
+            ).set_tail(self.tail)
         if isinstance(generator, Generator) and not generator.conditional:
             raise ValueError("DaST needs a label-controllable generator, e.g. 'multibranch'")
         generator.to(dev)

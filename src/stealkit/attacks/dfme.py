@@ -8,7 +8,11 @@ disagreement between S's logits and the victim's logits on generated images:
     L(x) = mean_c |S(x)_c - l_c(x)|,     l(x) = log p(x) - mean_c log p(x)_c,
 
 where p(x) are the victim's probabilities (the logits are recovered up to a constant by the
-mean correction, as the paper does). S minimises L on fresh generated batches (``d_iter``
+mean correction, as the paper does). log p is taken in float64 with p floored at ``prob_floor``
+(1e-30): a confident victim's small classes (p ~ 1e-10 .. 1e-25 on the MNIST CNN) keep their
+differences, which our earlier float32 floor of 1e-8 flattened to one value, erasing their signal
+(``prob_floor=1e-8`` restores it). Where the oracle answers logits, they are centred directly,
+with no round trip through probabilities. S minimises L on fresh generated batches (``d_iter``
 steps per round); G maximises it (``g_iter`` steps per round). The victim has no gradient, so
 G's gradient with respect to its pre-activation output t = G_pre(z) is estimated by forward
 differences along m random unit directions u_j (the paper's Eq. 5), with x = act(t):
@@ -21,6 +25,11 @@ queries n. A round costs n (g_iter (m + 1) + d_iter); ``round_plan`` shrinks the
 batch and spends the rest on one final student step so that exactly ``budget`` queries are
 spent. Student: SGD with momentum and weight decay; generator: Adam; both learning rates are
 multiplied by ``lr_scale`` at the fractions ``lr_milestones`` of the rounds (as the authors).
+
+The default generator is stealkit's DCGAN-style one with ``tail="bn-tanh"``: an affine-free batch
+norm on the output channels, then (tanh + 1) / 2. That is our reading of the DFME generator (the
+DFAD layout); not verified here, the DFME paper's text is not available offline.
+``tail="sigmoid"`` drops the batch norm and ends in a sigmoid.
 """
 
 from __future__ import annotations
@@ -44,18 +53,34 @@ from stealkit.attacks.data_free import (
     zeroth_order_setup,
 )
 from stealkit.data.pool import QueryPool
-from stealkit.models.generators import Generator
+from stealkit.models.generators import Generator, check_tail
 from stealkit.oracle.base import Oracle
+from stealkit.oracle.response import OutputKind, Response
 from stealkit.train.loop import fit
 
 log = logging.getLogger(__name__)
 
 
 # --- the maths, as pure functions ---------------------------------------------------------------
-def logits_from_probs(probs: Tensor, *, eps: float = 1e-8) -> Tensor:
-    """log p - mean_c log p per row: the victim's logits up to nothing (if p is exact)."""
-    logp = torch.log(probs.clamp_min(eps))
-    return logp - logp.mean(dim=1, keepdim=True)
+def logits_from_probs(probs: Tensor, *, floor: float = 1e-30) -> Tensor:
+    """l = log p - mean_c log p per row, the victim's logits up to nothing (if p is exact),
+    computed in float64 with p floored at ``floor``; returned as float32."""
+    logp = torch.log(probs.double().clamp_min(floor))
+    return (logp - logp.mean(dim=1, keepdim=True)).float()
+
+
+def centred_logits(logits: Tensor) -> Tensor:
+    """l - mean_c l per row: what ``logits_from_probs`` recovers, from logits themselves."""
+    v = logits.double()
+    return (v - v.mean(dim=1, keepdim=True)).float()
+
+
+def victim_logits_of(response: Response, *, floor: float = 1e-30) -> Tensor:
+    """The approximate victim logits of one answer: centred logits where the oracle answers
+    logits, else ``logits_from_probs`` of its (renormalised) scores."""
+    if response.kind is OutputKind.LOGITS:
+        return centred_logits(response.values)
+    return logits_from_probs(training_targets(response), floor=floor)
 
 
 def disagreement(student_logits: Tensor, victim_logits: Tensor) -> Tensor:
@@ -115,6 +140,8 @@ class DFME(Attack):
         generator_lr: Adam learning rate of the generator.
         lr_milestones: fractions of the rounds after which both learning rates are scaled.
         lr_scale: the factor applied at each milestone.
+        prob_floor: smallest probability before the log of the logit recovery, in (0, 1).
+        tail: output layer of the default generator: "bn-tanh" (DFME's) or "sigmoid".
 
     Example:
         >>> result = DFME().run(oracle, surrogate=build_model("resnet8", ...), budget=2_000_000)
@@ -138,6 +165,8 @@ class DFME(Attack):
         generator_lr: float = 1e-4,
         lr_milestones: tuple[float, ...] = (0.1, 0.3, 0.5),
         lr_scale: float = 0.3,
+        prob_floor: float = 1e-30,
+        tail: str = "bn-tanh",
     ) -> None:
         if min(query_batch, nz, ngf, grad_m, g_iter, d_iter) < 1:
             raise ValueError("query_batch, nz, ngf, grad_m, g_iter and d_iter must be >= 1")
@@ -150,6 +179,14 @@ class DFME(Attack):
         self.student_lr, self.weight_decay = student_lr, weight_decay
         self.generator_lr = generator_lr
         self.lr_milestones, self.lr_scale = tuple(lr_milestones), lr_scale
+        if isinstance(prob_floor, bool) or not isinstance(prob_floor, int | float):
+            raise ValueError(f"prob_floor must be a number in (0, 1), got {prob_floor!r}")
+        if not 0.0 < prob_floor < 1.0:
+            raise ValueError(
+                f"prob_floor must lie in (0, 1) (1e-30 keeps a confident victim's small classes), "
+                f"got {prob_floor!r}"
+            )
+        self.prob_floor, self.tail = float(prob_floor), check_tail(tail)
 
     def __repr__(self) -> str:
         return (
@@ -157,7 +194,7 @@ class DFME(Attack):
             f"grad_eps={self.grad_eps}, g_iter={self.g_iter}, d_iter={self.d_iter}, "
             f"student_lr={self.student_lr}, weight_decay={self.weight_decay}, "
             f"generator_lr={self.generator_lr}, lr_milestones={self.lr_milestones}, "
-            f"lr_scale={self.lr_scale})"
+            f"lr_scale={self.lr_scale}, prob_floor={self.prob_floor}, tail={self.tail!r})"
         )
 
     @property
@@ -167,7 +204,8 @@ class DFME(Attack):
 
     def victim_logits(self, oracle: Oracle, x: Tensor) -> Tensor:
         """Query the victim on x (n queries) and recover its logits from its scores."""
-        return logits_from_probs(training_targets(oracle.query(x.detach().float().cpu())))
+        response = oracle.query(x.detach().float().cpu())
+        return victim_logits_of(response, floor=self.prob_floor)
 
     def estimate_gradient(
         self,
@@ -257,6 +295,7 @@ class DFME(Attack):
         ``generator`` must be an unconditional ``stealkit.models.generators.Generator`` (DFME
         perturbs its pre-activation output); a fresh one seeded by ``seed`` when ``None``.
         """
+        own_generator = generator is None
         budget, dev, gen, generator = zeroth_order_setup(
             self,
             oracle,
@@ -269,6 +308,8 @@ class DFME(Attack):
             ngf=self.ngf,
             why_scores="it approximates logits as log p minus its mean",
         )
+        if own_generator:
+            generator.set_tail(self.tail)
         generator.to(dev)
         surrogate.to(dev)
         opt_s = torch.optim.SGD(

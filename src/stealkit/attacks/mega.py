@@ -8,16 +8,39 @@ DFME, the generator and the substitute S cooperate, and are trained by coordinat
 
 1. X = G(Z) is sent to the victim T, which answers labels T(X) (``variant="label"``; the
    ``"probability"`` variant keeps the victim's scores instead);
-2. the substitute step: S trains for several passes over (X, T(X)) until its loss stops falling
-   (``patience`` passes without a drop of ``min_delta``), i.e. min_S  L(S(X), T(X));
+2. the substitute step (Eq. 1): S trains for several passes over (X, T(X)) until its loss stops
+   falling (``patience`` passes without a drop of ``min_delta``),
+   L_S = CE(T(x), S(x)) = -sum_i T_i(x) log S_i(x);
 3. the generator step (Eq. 2): with S fixed, G moves G(Z) to where S is confident,
-   max_G  mean_z max_c softmax(S(G(z)))_c,
-   so the next round asks the victim about images the substitute believes it understands, and
-   the victim's answer corrects the substitute where it was confidently wrong.
+   L_G = -log S_k(G(z)),   k = argmax_j S_j(G(z)),
+   averaged over Z (``gen_loss="log"``), so the next round asks the victim about images the
+   substitute believes it understands, and the victim's answer corrects the substitute where it
+   was confidently wrong. ``gen_loss="confidence"`` is our earlier form, -S_k(G(z)) (the
+   probability, not its log): its gradient is S_k times Eq. 2's, so it all but stops pushing a
+   seed once S is confident there.
+
+The stolen model is the last round's substitute (``select="last"``, the paper's Algorithm 1).
+``select="fresh"`` (ours) picks a checkpoint without real data: each round buys T's labels for
+G(Z) *before* S trains on them, so S's agreement with those fresh labels is a held-out score of
+the weights S had before the round. Weights w_r (after round r) are scored by their mean
+agreement with the labels bought in the ``select_window`` rounds after r (before any of those
+rounds trained on them), and the best-scoring w_r is returned; weights without a full window
+(the last ``select_window`` rounds') are not candidates, and when none has one the last weights
+are returned. Every round's fresh agreement is in ``history`` (``fresh_agreement``) and in
+``info["fresh_agreement"]``, whatever ``select`` is. Caveat: G steers towards where S is
+confident, so the score is biased upwards, and more so as the game settles.
+
+Not verified from the paper: its generator's architecture and output layer (the text we have
+describes neither), |Z|, the number of substitute passes and generator steps, the optimisers and
+learning rates. Since the paper does not say, the default generator stays stealkit's DCGAN-style
+one with ``tail="bn-tanh"`` (DFAD/DFME's affine-free batch norm, then (tanh + 1) / 2), which pins
+each batch's mean pixel near grey; ``tail="sigmoid"`` is DaST's output layer (no final batch norm,
+sigmoid). On the MNIST CNN at 10k label queries (one seed) the sigmoid tail did worse: 0.13 against
+0.37 accuracy with Eq. 2 and no balance term (issue 16's measurement).
 
 The optional ``balance_weight`` adds a class-balance term, the negative entropy of the batch-mean
-prediction (as in DFAD/DeepInversion), against the generator collapsing onto one class. We could
-not confirm from the paper that MEGA has such a term, so it is off (0) by default. ``replay``
+prediction (as in DFAD/DeepInversion), against the generator collapsing onto one class. The
+paper's Eq. 2 has no such term, so it is off (0) by default. ``replay``
 keeps that many earlier bought pairs (the most recent) in the substitute step beside the current
 round's, against forgetting; ``replay_sample`` instead draws that many pairs at random from every
 earlier round, so the substitute keeps seeing the whole history at a fixed cost per round (neither
@@ -40,6 +63,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +77,7 @@ from stealkit.attacks.base import (
     spend_limit,
     training_targets,
 )
+from stealkit.attacks.checkpoint_selection import FreshSelection, agreement_of
 from stealkit.attacks.data_free import (
     Monitor,
     classifier_classes,
@@ -63,6 +88,7 @@ from stealkit.attacks.data_free import (
 )
 from stealkit.data.pool import QueryPool
 from stealkit.losses.classification import soft_cross_entropy
+from stealkit.models.generators import check_tail
 from stealkit.oracle.base import Oracle
 from stealkit.oracle.response import OutputKind
 from stealkit.train.averaging import ema_
@@ -71,6 +97,8 @@ from stealkit.train.loop import fit
 log = logging.getLogger(__name__)
 
 VARIANTS = ("label", "probability")
+GEN_LOSSES = ("log", "confidence")
+SELECTS = ("last", "fresh")
 
 
 # --- the maths, as pure functions ---------------------------------------------------------------
@@ -79,9 +107,18 @@ def confidence(logits: Tensor) -> Tensor:
     return F.softmax(logits, dim=1).max(dim=1).values
 
 
+def log_confidence_loss(logits: Tensor) -> Tensor:
+    """The paper's generator loss (Eq. 2): -mean_z log S_k(G(z)), k the top class, computed as
+    minus the row maximum of log-softmax (stable where S_k is tiny)."""
+    return -F.log_softmax(logits, dim=1).max(dim=1).values.mean()
+
+
 def confidence_loss(logits: Tensor) -> Tensor:
-    """The generator's objective (Eq. 2) as a loss: minus the mean top-class confidence."""
+    """Our earlier generator loss: minus the mean top-class confidence, -mean_z S_k(G(z))."""
     return -confidence(logits).mean()
+
+
+GENERATOR_LOSSES = {"log": log_confidence_loss, "confidence": confidence_loss}
 
 
 def class_balance_loss(logits: Tensor) -> Tensor:
@@ -115,6 +152,12 @@ class MEGA(Attack):
         min_delta: smallest drop of the pass loss that counts as improvement.
         gen_steps: generator updates per round.
         gen_lr: Adam learning rate of the generator.
+        gen_loss: "log" (Eq. 2, -log S_k) or "confidence" (ours, -S_k).
+        tail: output layer of the default generator: "bn-tanh" (affine-free batch norm, then
+            tanh) or "sigmoid" (no final batch norm, as DaST); see ``build_generator``.
+        select: "last" (the paper: the last round's substitute) or "fresh" (the checkpoint whose
+            agreement with the next rounds' freshly bought labels is highest; no real data).
+        select_window: rounds of fresh labels that score one checkpoint (``select="fresh"``).
         balance_weight: weight of ``class_balance_loss`` in the generator step (0: off).
         replay: earlier bought pairs (the most recent ones) the substitute step also trains on;
             0 trains on the current round's pairs only, as the paper.
@@ -152,6 +195,10 @@ class MEGA(Attack):
         min_delta: float = 1e-3,
         gen_steps: int = 5,
         gen_lr: float = 1e-3,
+        gen_loss: str = "log",
+        tail: str = "bn-tanh",
+        select: str = "last",
+        select_window: int = 3,
         balance_weight: float = 0.0,
         replay: int = 0,
         replay_sample: int = 0,
@@ -160,6 +207,25 @@ class MEGA(Attack):
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if gen_loss not in GEN_LOSSES:
+            raise ValueError(
+                f"gen_loss must be one of {GEN_LOSSES} ('log': the paper's Eq. 2), got {gen_loss!r}"
+            )
+        if select not in SELECTS:
+            raise ValueError(
+                f"select must be one of {SELECTS} ('last': the paper; 'fresh': best held-out "
+                f"agreement on freshly bought labels), got {select!r}"
+            )
+        if (
+            isinstance(select_window, bool)
+            or not isinstance(select_window, int)
+            or select_window < 1
+        ):
+            raise ValueError(
+                f"select_window must be a whole number of rounds >= 1, got {select_window!r}"
+            )
+        self.gen_loss, self.tail = gen_loss, check_tail(tail)
+        self.select, self.select_window = select, select_window
         if min(query_batch, nz, ngf, sub_batch, max_epochs, patience, gen_steps) < 1:
             raise ValueError(
                 "query_batch, nz, ngf, sub_batch, max_epochs, patience and gen_steps must be >= 1"
@@ -190,7 +256,9 @@ class MEGA(Attack):
             f"MEGA(variant={self.variant!r}, query_batch={self.query_batch}, nz={self.nz}, ngf={self.ngf}, "
             f"sub_batch={self.sub_batch}, sub_lr={self.sub_lr}, max_epochs={self.max_epochs}, "
             f"patience={self.patience}, min_delta={self.min_delta}, gen_steps={self.gen_steps}, "
-            f"gen_lr={self.gen_lr}, balance_weight={self.balance_weight}, replay={self.replay}, "
+            f"gen_lr={self.gen_lr}, gen_loss={self.gen_loss!r}, tail={self.tail!r}, "
+            f"select={self.select!r}, select_window={self.select_window}, "
+            f"balance_weight={self.balance_weight}, replay={self.replay}, "
             f"replay_sample={self.replay_sample}, z_refresh={self.z_refresh}, "
             f"average={self.average})"
         )
@@ -239,15 +307,17 @@ class MEGA(Attack):
         z: Tensor,
         optimizer: torch.optim.Optimizer,
     ) -> list[float]:
-        """``gen_steps`` updates of G towards confident substitute predictions on G(z), with the
-        substitute frozen (kept in train mode, as while it trains); returns each step's loss."""
+        """``gen_steps`` updates of G towards confident substitute predictions on G(z) (Eq. 2, or
+        the ``gen_loss`` chosen), with the substitute frozen (kept in train mode, as while it
+        trains); returns each step's loss."""
         generator.train()
         substitute.train()
         losses = []
+        loss_fn = GENERATOR_LOSSES[self.gen_loss]
         with frozen(substitute):
             for _ in range(self.gen_steps):
                 logits = substitute(generator(z))
-                loss = confidence_loss(logits)
+                loss = loss_fn(logits)
                 if self.balance_weight:
                     loss = loss + self.balance_weight * class_balance_loss(logits)
                 optimizer.zero_grad(set_to_none=True)
@@ -273,7 +343,7 @@ class MEGA(Attack):
         """Steal with exactly ``budget`` queries of generated images; no data is used.
 
         ``generator`` maps (N, nz) noise to images in the oracle's spec; a fresh DCGAN-style one
-        (``build_generator("dcgan", ...)``, seeded by ``seed``) when ``None``.
+        (``build_generator("dcgan", ..., tail=self.tail)``, seeded by ``seed``) when ``None``.
         """
         self.refuse_pool(pool)
         budget = spend_limit(oracle, budget)
@@ -286,7 +356,7 @@ class MEGA(Attack):
         if generator is None:
             generator = default_generator(
                 oracle, "dcgan", self.nz, seed=next_seed(gen), ngf=self.ngf
-            )
+            ).set_tail(self.tail)
         generator.to(dev)
         surrogate.to(dev)
         z = torch.randn((self.query_batch, self.nz), generator=gen).to(dev)
@@ -299,6 +369,7 @@ class MEGA(Attack):
         history: list[dict[str, float]] = []
         label_counts = torch.zeros(num_classes, dtype=torch.long)
         averaged: nn.Module | None = None  # the weight average, when self.average
+        chooser = FreshSelection(self.select_window) if self.select == "fresh" else None
         spent = 0
         while spent < budget:
             n = min(self.query_batch, budget - spent)
@@ -307,8 +378,13 @@ class MEGA(Attack):
                 x = generator(z)[:n].float().cpu()
             response = oracle.query(x)
             spent += n
-            t = response.labels() if self.variant == "label" else training_targets(response)
-            label_counts += torch.bincount(response.labels(), minlength=num_classes)
+            labels = response.labels()
+            stolen = averaged if averaged is not None else surrogate
+            fresh = agreement_of(stolen, x, labels, dev)  # before this round trains on them
+            if chooser is not None:
+                chooser.score(x, labels, dev)
+            t = labels if self.variant == "label" else training_targets(response)
+            label_counts += torch.bincount(labels, minlength=num_classes)
             xs, ts = (
                 _keep_recent(xs + [x], self.replay + n),
                 _keep_recent(ts + [t], self.replay + n),
@@ -331,32 +407,42 @@ class MEGA(Attack):
             )
             row = {
                 "queries": float(spent),
+                "fresh_agreement": fresh,
                 "substitute_loss": s_losses[-1],
                 "substitute_passes": float(len(s_losses)),
             }
             if spent < budget:  # a generator step after the last purchase would be wasted
                 row["generator_loss"] = self.generator_step(generator, surrogate, z, opt_g)[-1]
-                fresh = round(self.z_refresh * self.query_batch)
-                if fresh:
-                    pick = torch.randperm(self.query_batch, generator=gen)[:fresh]
-                    z[pick.to(dev)] = torch.randn((fresh, self.nz), generator=gen).to(dev)
+                refresh = round(self.z_refresh * self.query_batch)
+                if refresh:
+                    pick = torch.randperm(self.query_batch, generator=gen)[:refresh]
+                    z[pick.to(dev)] = torch.randn((refresh, self.nz), generator=gen).to(dev)
             history.append(row)
             log.debug("MEGA round %d: %s", len(history), row)
             if self.average:
                 averaged = weight_average(averaged, surrogate, self.average)
+            stolen = averaged if averaged is not None else surrogate
+            if chooser is not None and spent < budget:  # the last weights get no fresh labels
+                chooser.add(len(history), spent, stolen)
             if monitor is not None:
-                monitor(averaged if averaged is not None else surrogate, spent)
+                monitor(stolen, spent)
         if averaged is not None:
             surrogate.load_state_dict(averaged.state_dict())
+        info: dict[str, Any] = {
+            "rounds": len(history),
+            "final_train_loss": history[-1]["substitute_loss"],
+            "label_histogram": label_counts.tolist(),
+            "fresh_agreement": [round(r["fresh_agreement"], 5) for r in history],
+        }
+        if chooser is not None:
+            info |= chooser.summary()
+            if chooser.best is not None:
+                surrogate.load_state_dict(chooser.best.state)
         return AttackResult(
             surrogate=surrogate.eval(),
             queries=oracle.ledger.spent - start,
             history=history,
-            info={
-                "rounds": len(history),
-                "final_train_loss": history[-1]["substitute_loss"],
-                "label_histogram": label_counts.tolist(),
-            },
+            info=info,
         )
 
 

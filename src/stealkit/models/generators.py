@@ -3,9 +3,20 @@
 The layout is the DCGAN-style generator of DFAD and DFME (Fang et al. 2019; Truong et al.,
 CVPR 2021, https://arxiv.org/abs/2011.14779): a linear projection of the noise to a
 (2 ngf, s/4, s/4) map, then two nearest-neighbour x2 upsamplings each followed by 3x3
-convolutions with batch norm and leaky ReLU, and a final batch norm without affine parameters on
-the output channels. The output activation ``(tanh(t) + 1) / 2`` maps to [0, 1], the value range
-of every stealkit query; ``pre_activation`` exposes ``t`` for attacks (DFME) that perturb there.
+convolutions with batch norm and leaky ReLU, then one of three tails from the output convolution
+to images in [0, 1], the value range of every stealkit query (``tail``):
+
+- ``"bn-tanh"`` (the default, DFAD/DFME's form): a batch norm without affine parameters on the
+  output channels, then ``(tanh(t) + 1) / 2``. The batch norm makes every output channel's batch
+  mean pre-activation 0, i.e. the batch's mean pixel about 0.5: backgrounds are pinned near grey.
+- ``"sigmoid"`` (DaST's form, Zhou et al., CVPR 2020): no final batch norm, ``sigmoid(t)``, so a
+  batch can be mostly black (MNIST's backgrounds) or mostly white.
+- ``"tanh"``: no final batch norm, ``(tanh(t) + 1) / 2`` (the former ``final_bn=False``).
+
+``pre_activation`` exposes ``t`` (after the batch norm, where there is one) for attacks (DFME,
+MAZE) that perturb there, and ``activation`` maps it to [0, 1]. The tails hold no parameters, so
+generators built with the same seed and different tails share every weight, and the parameter
+names are the same (the "bn-tanh" tail adds the batch norm's running statistics as buffers).
 
 Three conditionings share that trunk and differ only in how the noise is projected:
 
@@ -27,11 +38,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 GENERATOR_KINDS = ("dcgan", "conditional", "multibranch")
+TAILS = ("bn-tanh", "sigmoid", "tanh")
 
 
 def to_unit_range(t: Tensor) -> Tensor:
-    """The output activation: (tanh(t) + 1) / 2, from pre-activations to [0, 1]."""
+    """The tanh tails' output activation: (tanh(t) + 1) / 2, from pre-activations to [0, 1]."""
     return 0.5 * (torch.tanh(t) + 1.0)
+
+
+def check_tail(tail: object) -> str:
+    """``tail`` if it names a generator tail, else a ValueError saying which ones exist."""
+    if tail not in TAILS:
+        raise ValueError(
+            f"tail must be one of {TAILS} ('bn-tanh': final batch norm then tanh, as DFME; "
+            f"'sigmoid': no final batch norm, sigmoid, as DaST), got {tail!r}"
+        )
+    return str(tail)
 
 
 def dcgan_init_(module: nn.Module, generator: torch.Generator | None = None) -> None:
@@ -56,7 +78,7 @@ class Generator(nn.Module):
         image_size: output height and width, divisible by 4.
         num_classes: classes of a class-conditional generator (required there, unused here).
         ngf: trunk width (the projection has ``2 * ngf`` channels).
-        final_bn: normalise the output pre-activations per channel (as DFME does).
+        tail: "bn-tanh", "sigmoid" or "tanh" (see the module docstring).
         rng: generator for the DCGAN initialisation; the global RNG when ``None``.
     """
 
@@ -68,10 +90,11 @@ class Generator(nn.Module):
         *,
         num_classes: int | None = None,
         ngf: int = 64,
-        final_bn: bool = True,
+        tail: str = "bn-tanh",
         rng: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        self.tail = check_tail(tail)
         if self.conditional and (num_classes is None or num_classes < 2):
             raise ValueError(f"{type(self).__name__} needs num_classes >= 2, got {num_classes}")
         if nz < 1 or ngf < 1 or channels not in (1, 3):
@@ -93,7 +116,7 @@ class Generator(nn.Module):
             nn.BatchNorm2d(ngf),
             nn.LeakyReLU(0.2),
             nn.Conv2d(ngf, channels, 3, 1, 1),
-            nn.BatchNorm2d(channels, affine=False) if final_bn else nn.Identity(),
+            self._tail_norm(),
         )
         dcgan_init_(self, rng)
 
@@ -106,6 +129,22 @@ class Generator(nn.Module):
     def _project(self, z: Tensor, labels: Tensor | None) -> Tensor:
         """(N, nz) noise (and labels) -> (N, 2 ngf * s/4 * s/4)."""
         return self.project(z)
+
+    # --- the tail ----------------------------------------------------------------------------
+    def _tail_norm(self) -> nn.Module:
+        """The last module of ``block2``: the affine-free batch norm of "bn-tanh", else nothing."""
+        return (
+            nn.BatchNorm2d(self.channels, affine=False) if self.tail == "bn-tanh" else nn.Identity()
+        )
+
+    def set_tail(self, tail: str) -> Generator:
+        """Switch to another tail in place (weights untouched; a final batch norm is added fresh
+        or dropped) and return ``self``: ``build_generator(..., tail=t, seed=s)`` equals
+        ``build_generator(..., seed=s).set_tail(t)``, parameter for parameter."""
+        self.tail = check_tail(tail)
+        device = next(self.parameters()).device
+        self.block2[4] = self._tail_norm().to(device)
+        return self
 
     # --- shared ------------------------------------------------------------------------------
     @property
@@ -120,7 +159,7 @@ class Generator(nn.Module):
         return labels.long()
 
     def pre_activation(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The output before ``to_unit_range``: (N, channels, size, size), unbounded."""
+        """The output before ``activation``: (N, channels, size, size), unbounded."""
         if z.dim() != 2 or z.shape[1] != self.nz:
             raise ValueError(f"noise must have shape (N, {self.nz}), got {tuple(z.shape)}")
         s = self.init_size
@@ -129,14 +168,16 @@ class Generator(nn.Module):
         return self.block2(F.interpolate(h, scale_factor=2))
 
     def activation(self, t: Tensor) -> Tensor:
-        return to_unit_range(t)
+        """Pre-activations to [0, 1]: sigmoid(t) for the "sigmoid" tail, (tanh(t) + 1) / 2 else."""
+        return torch.sigmoid(t) if self.tail == "sigmoid" else to_unit_range(t)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.activation(self.pre_activation(z, labels))
 
     def extra_repr(self) -> str:
         return (
-            f"nz={self.nz}, channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}"
+            f"nz={self.nz}, channels={self.channels}, image_size={self.image_size}, ngf={self.ngf}, "
+            f"tail={self.tail!r}"
         )
 
 
@@ -180,12 +221,14 @@ def build_generator(
     num_classes: int | None = None,
     *,
     ngf: int = 64,
-    final_bn: bool = True,
+    tail: str = "bn-tanh",
     seed: int | None = None,
 ) -> Generator:
-    """A generator by kind: "dcgan" (unconditional), "conditional" or "multibranch".
+    """A generator by kind: "dcgan" (unconditional), "conditional" or "multibranch", ending in
+    ``tail`` ("bn-tanh", "sigmoid" or "tanh"; see the module docstring).
 
-    ``seed`` fixes the initial weights through its own ``torch.Generator``.
+    ``seed`` fixes the initial weights through its own ``torch.Generator`` (the same weights
+    whatever the tail).
 
     Example:
         >>> g = build_generator("multibranch", 100, 1, 28, num_classes=10, seed=0)
@@ -194,12 +237,10 @@ def build_generator(
     """
     rng = torch.Generator().manual_seed(seed) if seed is not None else None
     if kind == "dcgan":
-        return Generator(nz, channels, image_size, ngf=ngf, final_bn=final_bn, rng=rng)
+        return Generator(nz, channels, image_size, ngf=ngf, tail=tail, rng=rng)
     if kind in ("conditional", "multibranch"):
         if num_classes is None:
             raise ValueError(f"a {kind!r} generator needs num_classes")
         cls = ConditionalGenerator if kind == "conditional" else MultiBranchGenerator
-        return cls(
-            nz, channels, image_size, num_classes=num_classes, ngf=ngf, final_bn=final_bn, rng=rng
-        )
+        return cls(nz, channels, image_size, num_classes=num_classes, ngf=ngf, tail=tail, rng=rng)
     raise ValueError(f"generator kind must be one of {GENERATOR_KINDS}, got {kind!r}")
