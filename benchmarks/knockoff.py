@@ -28,20 +28,25 @@ KEPT = "experiment attack defense budget seed surrogate metrics ledger info wall
 KEPT += ["threads", "attack_repr", "defense_repr"]  # what knockoff.json keeps of each record
 METRICS, NA = ("agreement", "accuracy"), "— / —"
 ROWS = ["random, cnn3", "adaptive, cnn3", "random, lenet5", "random, cnn3, augmented"]
+ROWS += ["random, cnn3, mixed-open-world pool", "adaptive, cnn3, mixed-open-world pool"]
 
 
 def knockoff(run: Run) -> str:
     """What was trained: transfer set, surrogate, and whether bought images were augmented."""
     params = run["config"]["attack"]["params"]
     aug = ", augmented" if params.get("recipe", {}).get("augment") else ""
-    return f"{params['strategy']}, {run['surrogate']}{aug}"
+    pool = (run["config"].get("pool") or {}).get("dataset", "fashion-mnist")
+    where = "" if pool == "fashion-mnist" else f", {pool} pool"
+    return f"{params['strategy']}, {run['surrogate']}{aug}{where}"
 
 
 def old_name(run: Run) -> str:
     """The run's name in the earlier benchmark (random-full-5000-cnn3, ...-cnn3-aug)."""
-    strategy, arch, *aug = knockoff(run).split(", ")
+    strategy, arch, *rest = knockoff(run).split(", ")
     output = "full" if run["defense"] == "none" else run["defense"]
-    return f"{strategy}-{output}-{run['budget']}-{arch}" + ("-aug" if aug else "")
+    aug = "-aug" if "augmented" in rest else ""
+    pool = next((r.removesuffix(" pool") for r in rest if r.endswith(" pool")), None)
+    return f"{strategy}-{output}-{run['budget']}-{arch}{aug}" + (f"-{pool}" if pool else "")
 
 
 def by_setting(runs: list[Run]) -> dict[Setting, list[Run]]:

@@ -28,6 +28,7 @@ from stealkit.data.formats import (
     read_image,
     read_image_folder,
 )
+from stealkit.data.mixed import mixed_open_world
 from stealkit.errors import DataNotFound
 
 Loader = Callable[..., ImageDataset]
@@ -492,4 +493,14 @@ register_dataset(
     splits=("all", "train", "test"),
     how_to_get="Give path=<root> holding <root>/<class>/<image> (optionally <root>/<split>/...).",
     meta=DatasetMeta(labelled=True),  # channels from mode=, size from the files or size=
+)
+register_dataset(
+    "mixed-open-world",
+    mixed_open_world,
+    splits=("all",),
+    how_to_get="apt-get install -y dataset-fashion-mnist; pip install scikit-image; "
+    "pip install --no-deps foolbox==3.3.4 (or run scripts/setup.sh).",
+    meta=DatasetMeta(
+        1, 28, 28, {"all": 20400}, labelled=True, classes=48, probe={"fashion": 20, "photos": 20}
+    ),  # 48 classes: 10 fashion, 23 photos, 5 foolbox sets, 10 digits
 )
