@@ -10,12 +10,27 @@ per-seed values in the JSON), accuracy, queries bought and wall time.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks import common
+import torch
 
-NAMES = ("attacks-equal-5k",)
+from benchmarks import common
+from stealkit.data.registry import load_dataset
+from stealkit.experiments.config import TransferConfig
+from stealkit.experiments.transfer import TransferJudge
+from stealkit.models.files import load_model
+from stealkit.victims.registry import load_victim
+
+# Transfer attacks from every saved copy (issue 15: JBDA's paper judges its substitutes by the
+# transferability of adversarial examples): untargeted FGSM and PGD (20 steps of 2.5 eps / 20) at
+# L-inf 0.2 and 0.3, crafted on the copy, scored on the victim over the first 500 mnist-5k test
+# digits it classifies correctly.
+TRANSFER = TransferConfig(methods=["fgsm", "pgd"], eps=[0.2, 0.3], targeted=[False], limit=500)
+
+NAMES = ("attacks-equal-5k", "attacks-equal-probs")
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +85,73 @@ READING = [
 ]
 
 
-def markdown(results: dict[str, dict[str, Any]]) -> str:
+def transfer_rows(
+    results: dict[str, dict[str, Any]],
+    previous: dict[str, Any],
+    save: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Transfer success of each saved stolen model, keyed ``config/model file``; models measured
+    before (``previous``, from attacks.json) are not attacked again, and ``save`` is called after
+    each new one, so a cut-off measurement resumes."""
+    out: dict[str, dict[str, Any]] = {}
+    judge: TransferJudge | None = None
+    for name, res in results.items():
+        for r in res.get("runs", []):
+            if r["status"] != "ok" or not r.get("model_file"):
+                continue
+            key = f"{name}/{r['model_file']}"
+            if key in previous:
+                out[key] = previous[key]
+                continue
+            path = common.RUNS / name / r["model_file"]
+            if not path.is_file():
+                continue
+            if judge is None:
+                victim = load_victim("digit-recognizer")
+                images = load_dataset("mnist-5k", "test")
+                judge = TransferJudge(victim, images, TRANSFER, device=torch.device("cpu"))
+            rows = judge.table(load_model(path))
+            out[key] = {
+                "attack": r["attack"],
+                "budget": int(r["budget"]),
+                "seed": r["seed"],
+                "agreement": float(r["metrics"]["agreement"]),
+                "success": {f"{row['method']}@{row['eps']}": row["success"] for row in rows},
+            }
+            if save is not None:
+                save(out)
+    return out
+
+
+def transfer_markdown(transfer: dict[str, dict[str, Any]]) -> list[str]:
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for t in transfer.values():
+        by.setdefault((t["attack"], t["budget"]), []).append(t)
+    cols = [f"{m}@{e}" for e in TRANSFER.eps for m in TRANSFER.methods]
+    lines = [
+        "## Transfer attacks from each copy",
+        "",
+        "Untargeted FGSM and PGD (20 steps) crafted on the stolen model, success on the victim "
+        "over the first 500 mnist-5k test digits it classifies correctly (mean over the seeds "
+        "run).",
+        "",
+        "| attack | budget | seeds | agreement | " + " | ".join(cols) + " |",
+        "|---|---|---|---|" + "---|" * len(cols),
+    ]
+    for (attack, budget), ts in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cells = [statistics.mean(t["success"][c] for t in ts) for c in cols]
+        agree = statistics.mean(t["agreement"] for t in ts)
+        lines.append(
+            f"| {attack} | {budget:,} | {len(ts)} | {agree:.3f} | "
+            + " | ".join(f"{c:.3f}" for c in cells)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+def markdown(
+    results: dict[str, dict[str, Any]], transfer: dict[str, dict[str, Any]] | None = None
+) -> str:
     lines = [
         "# Attacks on equal terms",
         "",
@@ -102,6 +183,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                 f"{r['wall_seconds_mean']:.0f} |"
             )
         lines.append("")
+    if transfer:
+        lines += transfer_markdown(transfer)
     lines += READING
     return "\n".join(lines)
 
@@ -118,6 +201,22 @@ def main() -> None:
             paths, args.out, seeds=args.seeds, budgets=args.budgets, attacks=args.attacks
         )
     results = common.read_results(args.out, NAMES)
+    old = common.RESULTS / "attacks.json"
+    previous = json.loads(old.read_text()).get("transfer", {}) if old.is_file() else {}
+
+    def save(transfer: dict[str, dict[str, Any]]) -> None:
+        common.save_json(
+            "attacks.json",
+            {
+                "machine": common.machine(),
+                "results": {
+                    k: {"runs": v.get("runs", []), "table": rows(v)} for k, v in results.items()
+                },
+                "transfer": previous | transfer,
+            },
+        )
+
+    transfer = transfer_rows(results, previous, save)
     common.save_json(
         "attacks.json",
         {
@@ -125,10 +224,11 @@ def main() -> None:
             "results": {
                 k: {"runs": v.get("runs", []), "table": rows(v)} for k, v in results.items()
             },
+            "transfer": transfer,
         },
     )
     out = common.RESULTS / "attacks.md"
-    out.write_text(markdown(results))
+    out.write_text(markdown(results, transfer))
     print(out)
 
 
