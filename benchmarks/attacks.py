@@ -75,12 +75,19 @@ READING = [
     "both after 268 and 315 queries (`defences.md`).",
     "- At 1k (one seed) random pool queries lead (0.571), ActiveThief's entropy rounds come "
     "close (0.563) and DFMS-HL's proxy GAN has not yet learnt enough to help (0.373).",
+    "- Transfer (table above): the copies that agree best also transfer best. At 5k, PGD at "
+    "eps 0.3 from ActiveThief's copies fools the victim on 0.416-0.426 of the digits, from "
+    "Knockoff/CopyCat's on 0.311, from DFMS-HL's on 0.19-0.20 and from JBDA's on 0.035-0.044. "
+    "The JBDA paper reports 84.24% misclassification at MetaMind's MNIST API after 6,400 "
+    "queries (its abstract; FGSM, eps 0.3 in its body, which we could not read): its seeds were "
+    "MNIST test digits, ours Fashion-MNIST images, and our victim is hard to fool at any eps "
+    "(a copy trained on 4,000 real digits reaches 0.316, `data_free.md`).",
     "- Not yet measured (issue 15 stays open): the 20k budget, three seeds at 1k, probability "
-    "answers, the data-free attacks at 100k and 400k (MAZE, which needs probabilities, "
-    "reached 0.841 at 150k in a side measurement), Black-Box Ripper (needs probabilities), "
-    "the transfer-attack success of each copy, and a D-DAE-style thief that undoes "
-    "perturbation. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST tables could not be "
-    "read here (only abstracts), so no figure is set beside a paper's yet.",
+    "answers (`equal-probs.yaml` is ready), the data-free attacks at 100k and 400k (MAZE, which "
+    "needs probabilities, reached 0.841 at 150k in a side measurement), Black-Box Ripper in a "
+    "runner table. The D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) is "
+    "measured in `defences.md`. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST tables "
+    "could not be read here (only abstracts), so no figure is set beside those papers.",
     "",
 ]
 

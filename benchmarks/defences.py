@@ -28,6 +28,7 @@ NAMES = (
     "defences-frontier",
     "defences-frontier-20k",
     "defences-aware",
+    "defences-aware-ddae",
     "defences-detection",
     "defences-detection-jbda",
     "defences-honest",
@@ -194,16 +195,22 @@ def seed_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def aware_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """Each defence: plain Knockoff random (frontier) beside the argmax-trained thief."""
-    plain = {
-        r["defense"]: r
-        for r in results.get("defences-frontier", {}).get("runs", [])
-        if r["attack"] == "knockoff-random"
-    }
-    return [
-        [r["defense"], _outcome(plain[r["defense"]]) if r["defense"] in plain else "—", _outcome(r)]
-        for r in results.get("defences-aware", {}).get("runs", [])
-    ]
+    """Each defence: plain Knockoff random (frontier) beside the argmax-trained thief (aware) and
+    the thief that detects and restores perturbed answers (aware-ddae)."""
+
+    def by_defence(name: str, attack: str | None = None) -> dict[str, dict[str, Any]]:
+        runs = results.get(name, {}).get("runs", [])
+        return {r["defense"]: r for r in runs if attack is None or r["attack"] == attack}
+
+    plain = by_defence("defences-frontier", "knockoff-random")
+    argmax, ddae = by_defence("defences-aware"), by_defence("defences-aware-ddae")
+    out = []
+    for d in [*argmax, *(d for d in ddae if d not in argmax)]:
+        cells = [_outcome(t[d]) if d in t else "—" for t in (plain, argmax, ddae)]
+        found = ddae.get(d, {}).get("info", {}).get("ddae", {})
+        detected = f"{found['detected']} ({found['confidence']:.2f})" if found else "—"
+        out.append([d, *cells, detected])
+    return out
 
 
 def table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -395,10 +402,20 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "",
         "Knockoff random with `hard_labels: true` trains on the argmax of every answer, so a "
         "defence that keeps each top-1 class gives it exactly what an undefended label API "
-        "would (`aware.yaml`; 5k queries, the frontier's recipe).",
+        "would (`aware.yaml`; 5k queries, the frontier's recipe). With `undo: ddae` "
+        "(`aware-ddae.yaml`, in the spirit of D-DAE) it instead trains a shadow model on half "
+        "its bought answers, simulates the candidate defences on it, detects which one perturbs "
+        "its answers (last column: the verdict and its confidence) and restores them before "
+        "training; no extra query.",
         "",
         *table(
-            ["defence", "Knockoff random (scores)", "Knockoff random on argmax"],
+            [
+                "defence",
+                "Knockoff random (scores)",
+                "Knockoff random on argmax",
+                "Knockoff random, restored (D-DAE)",
+                "defence detected",
+            ],
             aware_rows(results),
         ),
         "",

@@ -139,6 +139,9 @@ class TrainRecipe:
     cross-entropy). ``hard_labels`` trains on the argmax of every answer even where scores come
     back: the defence-aware thief against poisoning that keeps the top-1 class (MAD-argmax,
     reverse sigmoid, adaptive misinformation below its threshold), which then cannot touch it.
+    ``undo="ddae"`` is the other defence-aware thief (pool attacks that learn from scores):
+    before training it detects which defence perturbs the bought answers and restores them
+    (``stealkit.attacks.ddae``; no extra query).
     """
 
     epochs: int = 30
@@ -150,8 +153,11 @@ class TrainRecipe:
     augment: bool = False
     temperature: float = 1.0
     hard_labels: bool = False
+    undo: str | None = None
 
     def __post_init__(self) -> None:
+        if self.undo not in (None, "ddae"):
+            raise ValueError(f"recipe undo must be null or 'ddae', got {self.undo!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"invalid training recipe {self}")
 
