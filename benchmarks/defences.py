@@ -238,6 +238,14 @@ READING = [
     "labels on the thief's queries touches them: adaptive misinformation (tau 0.9: CopyCat "
     "0.200, DaST-L 0.100) and output noise, which also costs honest users (sigma 0.3: honest "
     "accuracy 0.938).",
+    "- **A thief that detects and restores the perturbation gets most of the way back "
+    "without giving up the scores** (5k, one seed; `aware-ddae.yaml`). Its detector names "
+    "reverse sigmoid (0.99) and MAD (0.50) and calls undefended answers clean (0.87); "
+    "restored, Knockoff climbs from 0.206 to 0.562 behind reverse sigmoid (the argmax thief: "
+    "0.632) and from 0.456 to 0.638 behind MAD at epsilon 0.5, where it beats argmax, since "
+    "MAD moves top-1 classes; undefended it keeps 0.702. Adaptive misinformation at tau 0.9 "
+    "is not among its candidates (with it, undefended answers were taken for it) and it "
+    "stays the one defence neither thief gets past: 0.206 restored, 0.200 on argmax.",
     "- **MAD without the argmax constraint is not a usable point here**: at epsilon 1 (L1) it "
     "moves most answers to another class, so honest accuracy falls to 0.419 with the thief's; "
     "at epsilon 0.5 it keeps honest accuracy and buys less than reverse sigmoid.",
