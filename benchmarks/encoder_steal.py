@@ -21,6 +21,15 @@ encoder_stealing.json in --docs. Several seeds: mean ± sd. The configs, by name
   the victim's downstream accuracy for honest users behind each defence.
 - encoder-efficientnet-in/-out: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, a
   resnet8 on 3x-downsampled inputs as the surrogate.
+- encoder-contsteal-out, -100, -10: Cont-Steal as the dissertation states it (RandAugment views)
+  against its variants (same_view, SimCLR views, clean pairs), MSE and the untrained floor, with
+  probes of about 500, 100 and 10 labels per class.
+
+Gap closed: an attack's share of the gap between the floor (the same seeded surrogate untrained,
+judged by the same probes: a run whose recipe trains no steps) and the victim,
+(acc - floor) / (victim - floor) for probe accuracy and (agr - floor) / (1 - floor) for
+agreement; each run against the floor of its own seed, from any experiment judged the same way
+(victim, probe, eval and surrogate alike; the floor buys nothing, so the pool does not matter).
 
 Judging (never through the thief's ledger): linear heads on frozen features, one protocol for the
 victim and every stolen encoder, trained on the config's ``probe:`` images and tested on its
@@ -50,6 +59,70 @@ KEPT = "attack defense budget seed surrogate metrics attack_seconds wall_seconds
 KEPT += ["attack_repr", "defense_repr"]  # of each record, in encoder_stealing.json
 
 
+Floors = dict[str, dict[Any, dict[str, float]]]  # judged-by key -> seed -> metric -> floor
+
+
+def is_floor(run: Mapping[str, Any]) -> bool:
+    """A run whose surrogate never trained (its recipe trains no steps): the floor."""
+    return get(run, "info", "steps") == 0
+
+
+def gap_closed(value: float | None, floor: float | None, top: float | None) -> float | None:
+    """(value - floor) / (top - floor): the share of the gap between the untrained floor and the
+    top (the victim's probe accuracy, or 1 for agreement) that an attack closes; 0 at the floor,
+    1 at the top. None when a value is unknown or there is no gap."""
+    if value is None or floor is None or top is None or top == floor:
+        return None
+    return (value - floor) / (top - floor)
+
+
+def judged_by(res: Results) -> str:
+    """What a floor depends on: the victim, the probe and eval sets and the surrogate."""
+    cfg = res.get("config") or {}
+    return json.dumps(
+        {k: cfg.get(k) for k in ("victim", "probe", "eval", "surrogate")}, sort_keys=True
+    )
+
+
+def floors(results: dict[str, Results]) -> Floors:
+    """The floor's accuracy and agreement per seed, for each way of judging found."""
+    found: Floors = {}
+    for res in results.values():
+        for run in common.ok_runs(res):
+            if is_floor(run):
+                metrics = {k: num(get(run, "metrics", k)) for k in ("accuracy", "agreement")}
+                known = {k: v for k, v in metrics.items() if v is not None}
+                found.setdefault(judged_by(res), {})[run.get("seed")] = known
+    return found
+
+
+def run_gaps(run: Mapping[str, Any], by_seed: Mapping[Any, Mapping[str, float]]) -> dict[str, Any]:
+    """A run's gap closed in accuracy and agreement, against the floor of its seed (else the mean
+    floor over seeds); None where no floor was measured."""
+    floor = by_seed.get(run.get("seed"))
+    if floor is None and by_seed:
+        floor = {
+            k: sum(vals) / len(vals)
+            for k in ("accuracy", "agreement")
+            if (vals := [f[k] for f in by_seed.values() if k in f])
+        }
+    floor = floor or {}
+    victim = num(get(run, "metrics", "victim_accuracy"))
+    return {
+        "accuracy": gap_closed(num(get(run, "metrics", "accuracy")), floor.get("accuracy"), victim),
+        "agreement": gap_closed(num(get(run, "metrics", "agreement")), floor.get("agreement"), 1.0),
+    }
+
+
+def gap_stats(runs: Runs, by_seed: Mapping[Any, Mapping[str, float]]) -> list[str]:
+    """Mean ± sd over ``runs`` of the gap closed in accuracy, then in agreement."""
+    gaps = [run_gaps(r, by_seed) for r in runs]
+    return [
+        fmt.mean_std([v for g in gaps if (v := g[k]) is not None])
+        for k in ("accuracy", "agreement")
+    ]
+
+
 def table(head: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
     rule = "|" + "|".join("---" if i < left else "---:" for i in range(len(head))) + "|"
     return ["| " + " | ".join(head) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
@@ -60,8 +133,10 @@ def section(results: dict[str, Results], prefix: str) -> dict[str, Results]:
 
 
 def groups(res: Results) -> list[tuple[str, str, int, Runs]]:
-    """(attack, defence, budget, its finished runs over seeds) of one experiment, sorted."""
-    return [(a, d, b, g) for (a, d, b), g in by_setting(common.ok_runs(res)).items()]
+    """(attack, defence, budget, its finished runs over seeds) of one experiment, sorted, the
+    floor first."""
+    found = [(a, d, b, g) for (a, d, b), g in by_setting(common.ok_runs(res)).items()]
+    return sorted(found, key=lambda t: not all(is_floor(r) for r in t[3]))
 
 
 def stat(runs: Runs, *keys: str) -> str:
@@ -101,8 +176,9 @@ def seconds(runs: Runs) -> str:
     return fmt.seconds(sum(known) / len(known) if known else None)
 
 
-def label(attack: str) -> str:
-    return attack.removeprefix("encoder-")
+def label(attack: str, runs: Runs = ()) -> str:
+    name = attack.removeprefix("encoder-")
+    return f"{name} (floor)" if runs and all(is_floor(r) for r in runs) else name
 
 
 def victims(results: dict[str, Results]) -> list[str]:
@@ -152,31 +228,79 @@ def victims(results: dict[str, Results]) -> list[str]:
 def stealing(results: dict[str, Results]) -> list[str]:
     rows = []
     parts = {**section(results, "encoder-losses-"), **section(results, "encoder-classifier-")}
+    found = floors(results)
     for res in parts.values():
         output = get(res, "config", "victim", "output")
+        by_seed = found.get(judged_by(res), {})
         for attack, *_, g in groups(res):
-            what = label(attack) if output == "embedding" else f"classifier from {output}"
+            what = label(attack, g) if output == "embedding" else f"classifier from {output}"
             rows.append(
                 [
                     what,
                     pool(res),
                     fmt.count(mean(g, "ledger", "spent")),
                     *(stat(g, "metrics", k) for k in ("accuracy", "agreement")),
+                    *gap_stats(g, by_seed),
                     *(stat(g, "metrics", k) for k in ("relative_accuracy", "embedding_cosine")),
                     seconds(g),
                 ]
             )
     if not rows:
         return []
-    head = ["run", "pool", "queries", "accuracy", "agreement", "accuracy / victim's", "cosine"]
+    head = ["run", "pool", "queries", "accuracy", "agreement", "gap closed (accuracy)"]
+    head += ["gap closed (agreement)", "accuracy / victim's", "cosine", "seconds"]
     return [
         "## Steal the encoder or the classifier (SimCLR victim)",
         "",
         "Downstream task: Fashion-MNIST (linear probe). `classifier from ...`: the victim encoder "
-        "+ its linear head served as a classifier and stolen with Knockoff (random). Seconds: "
-        "the attack's own time (buying and training; judging not included).",
+        "+ its linear head served as a classifier and stolen with Knockoff (random). Gap closed: "
+        "the share of the gap between the untrained floor and the victim (accuracy) or perfect "
+        "agreement; — where no floor was measured with the same probes. Seconds: the attack's "
+        "own time (buying and training; judging not included).",
         "",
-        *table([*head, "seconds"], rows, 2),
+        *table(head, rows, 2),
+        "",
+    ]
+
+
+def contsteal_forms(results: dict[str, Results]) -> list[str]:
+    found = section(results, "encoder-contsteal-")
+    if not found:
+        return []
+    rows = []
+    all_floors = floors(results)
+    order = sorted(found.values(), key=lambda r: -(num(get(r, "config", "probe", "limit")) or 0))
+    for res in order:
+        by_seed = all_floors.get(judged_by(res), {})
+        for attack, *_, g in groups(res):
+            rows.append(
+                [
+                    label(attack, g),
+                    fmt.count(get(res, "config", "probe", "limit")),
+                    fmt.fraction(get(res, "victim", "test_accuracy")),
+                    fmt.count(mean(g, "ledger", "spent")),
+                    stat(g, "metrics", "accuracy"),
+                    *gap_stats(g, by_seed)[:1],
+                    stat(g, "metrics", "agreement"),
+                    *gap_stats(g, by_seed)[1:],
+                    stat(g, "metrics", "embedding_cosine"),
+                    seconds(g),
+                ]
+            )
+    head = ["attack", "probe labels", "victim accuracy", "queries", "accuracy"]
+    head += ["gap closed (accuracy)", "agreement", "gap closed (agreement)", "cosine", "seconds"]
+    return [
+        "## Cont-Steal as the dissertation states it (SimCLR victim, natural-photo crops)",
+        "",
+        "Cont-Steal: RandAugment (n=2, m=14) views, one bought view per image, the surrogate's "
+        "view redrawn every batch; `same-view`: the surrogate trains on the very pixels the "
+        "victim was sent; `simclr`: SimCLR views; `clean`: a quarter of the queries spent on "
+        "clean images, trained clean. Probe labels: labelled Fashion-MNIST train images for the "
+        "linear heads (a seeded random subset; 10 classes). Gap closed: "
+        "(acc - floor) / (victim - floor) and (agr - floor) / (1 - floor), each run against the "
+        "floor of its seed.",
+        "",
+        *table(head, rows, 1),
         "",
     ]
 
@@ -216,12 +340,14 @@ def efficientnet(results: dict[str, Results]) -> list[str]:
     found = section(results, "encoder-efficientnet-")
     if not found:
         return []
+    all_floors = floors(results)
     rows = [
         [
-            label(attack),
+            label(attack, g),
             pool(res),
             fmt.count(mean(g, "ledger", "spent")),
             *(stat(g, "metrics", k) for k in ("accuracy", "relative_accuracy", "agreement")),
+            *gap_stats(g, all_floors.get(judged_by(res), {})),
             seconds(g),
         ]
         for res in found.values()
@@ -229,7 +355,8 @@ def efficientnet(results: dict[str, Results]) -> list[str]:
     ]
     res = next(iter(found.values()))
     cfg = res.get("config", {})
-    head = ["attack", "pool", "queries", "accuracy", "accuracy / victim's", "agreement", "seconds"]
+    head = ["attack", "pool", "queries", "accuracy", "accuracy / victim's", "agreement"]
+    head += ["gap closed (accuracy)", "gap closed (agreement)", "seconds"]
     return [
         "## EfficientNet-Lite0 (real, ImageNet) as the victim",
         "",
@@ -270,7 +397,7 @@ def markdown(results: dict[str, Results]) -> str:
         f"Machine: {json.dumps(machines[0] if len(machines) == 1 else machines)}.",
         "",
     ]
-    for part in (victims, stealing, defences, efficientnet, unfinished):
+    for part in (victims, stealing, contsteal_forms, defences, efficientnet, unfinished):
         lines += part(results)
     return "\n".join(lines)
 
@@ -281,22 +408,33 @@ def write_docs(results: dict[str, Results], docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     text = markdown(results)
     (docs / "encoder_stealing.md").write_text(text)
+    (docs / "encoder_stealing.json").write_text(json.dumps(summary(results), indent=1))
+    print(text)
+
+
+def summary(results: dict[str, Results]) -> dict[str, Any]:
+    """encoder_stealing.json: per experiment the victim, defences, the floor per seed, and the
+    kept fields of each finished run with its queries spent and gap closed."""
+    found = floors(results)
     data = {
         name: {
             "victim": res.get("victim"),
             "defenses": res.get("defenses", []),
             "complete": res.get("complete"),
             "machine": res.get("machine"),
+            "floor": {str(s): f for s, f in found.get(judged_by(res), {}).items()} or None,
             "runs": [
-                {**{k: r.get(k) for k in KEPT}, "spent": get(r, "ledger", "spent")}
+                {
+                    **{k: r.get(k) for k in KEPT},
+                    "spent": get(r, "ledger", "spent"),
+                    "gap_closed": run_gaps(r, found.get(judged_by(res), {})),
+                }
                 for r in common.ok_runs(res)
             ],
         }
         for name, res in results.items()
     }
-    blob = {"machine": common.machine(), "experiments": data}
-    (docs / "encoder_stealing.json").write_text(json.dumps(blob, indent=1))
-    print(text)
+    return {"machine": common.machine(), "experiments": data}
 
 
 def main() -> None:

@@ -133,7 +133,7 @@ def run(budget: int, steal_epochs: int) -> dict[str, Any]:
         "independent encoder": {**judge(independent.model), "seconds": independent_seconds},
     }
     for name, attack in (
-        ("contsteal", ContSteal(recipe=recipe)),
+        ("contsteal", ContSteal(views="simclr", recipe=recipe)),  # as stored (before issue 16)
         ("mse", EncoderStealing(loss="mse", recipe=recipe)),
     ):
         copy, seconds = steal(victim, attack, pool, budget, None)
