@@ -82,12 +82,18 @@ READING = [
     "queries (its abstract; FGSM, eps 0.3 in its body, which we could not read): its seeds were "
     "MNIST test digits, ours Fashion-MNIST images, and our victim is hard to fool at any eps "
     "(a copy trained on 4,000 real digits reaches 0.316, `data_free.md`).",
-    "- Not yet measured (issue 15 stays open): the 20k budget, three seeds at 1k, probability "
-    "answers (`equal-probs.yaml` is ready), the data-free attacks at 100k and 400k (MAZE, which "
-    "needs probabilities, reached 0.841 at 150k in a side measurement), Black-Box Ripper in a "
-    "runner table. The D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) is "
-    "measured in `defences.md`. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST tables "
-    "could not be read here (only abstracts), so no figure is set beside those papers.",
+    "- With probability answers (`equal-probs.yaml`, one seed) every pool attack gains over "
+    "labels: at 5k ActiveThief k-center 0.778 (labels, 3 seeds: 0.671), Knockoff random "
+    "0.700 (0.638), JBDA 0.453 (0.416); ActiveThief's entropy rounds gain nothing (0.567 "
+    "against 0.646; why, we have not measured). Black-Box Ripper, which needs "
+    "scores, reaches 0.521 at 5k (0.316 at 1k), below random pool images: its generator is "
+    "a small GAN trained here on Fashion-MNIST, not the paper's pretrained ones.",
+    "- Not yet measured (issue 15 stays open): the 20k budget, three seeds at 1k and with "
+    "probabilities, the data-free attacks at 100k and 400k in this table (MAZE, which needs "
+    "probabilities, reached 0.841 at 150k in a side measurement; MEGA, DaST and DFME are in "
+    "`data_free.md`). The D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) "
+    "is measured in `defences.md`. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST "
+    "tables could not be read here (only abstracts), so no figure is set beside those papers.",
     "",
 ]
 
@@ -163,7 +169,8 @@ def markdown(
         "# Attacks on equal terms",
         "",
         "Made by `python -m benchmarks.attacks` from `benchmarks/attacks/*.yaml`: the real MNIST "
-        "CNN (digit-recognizer-py) answering labels only, the same Fashion-MNIST pool, cnn3 "
+        "CNN (digit-recognizer-py) answering labels only (equal-probs: its probabilities), the "
+        "same Fashion-MNIST pool, cnn3 "
         "surrogate, final recipe (6 epochs, at least 250 steps) and judge (1,000 mnist-5k test "
         "digits) for every attack. Wall time is on the 2-core machine named in the JSON, which "
         "was shared with other jobs while these ran: compare it within a table only.",
