@@ -137,9 +137,10 @@ def transfer_rows(
 
 
 def transfer_markdown(transfer: dict[str, dict[str, Any]]) -> list[str]:
-    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for t in transfer.values():
-        by.setdefault((t["attack"], t["budget"]), []).append(t)
+    by: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for key, t in transfer.items():
+        answers = "probabilities" if key.startswith("attacks-equal-probs/") else "labels"
+        by.setdefault((answers, t["attack"], t["budget"]), []).append(t)
     cols = [f"{m}@{e}" for e in TRANSFER.eps for m in TRANSFER.methods]
     lines = [
         "## Transfer attacks from each copy",
@@ -148,14 +149,16 @@ def transfer_markdown(transfer: dict[str, dict[str, Any]]) -> list[str]:
         "over the first 500 mnist-5k test digits it classifies correctly (mean over the seeds "
         "run).",
         "",
-        "| attack | budget | seeds | agreement | " + " | ".join(cols) + " |",
-        "|---|---|---|---|" + "---|" * len(cols),
+        "| answers | attack | budget | seeds | agreement | " + " | ".join(cols) + " |",
+        "|---|---|---|---|---|" + "---|" * len(cols),
     ]
-    for (attack, budget), ts in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (answers, attack, budget), ts in sorted(
+        by.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])
+    ):
         cells = [statistics.mean(t["success"][c] for t in ts) for c in cols]
         agree = statistics.mean(t["agreement"] for t in ts)
         lines.append(
-            f"| {attack} | {budget:,} | {len(ts)} | {agree:.3f} | "
+            f"| {answers} | {attack} | {budget:,} | {len(ts)} | {agree:.3f} | "
             + " | ".join(f"{c:.3f}" for c in cells)
             + " |"
         )
