@@ -29,6 +29,7 @@ KEPT += ["threads", "attack_repr", "defense_repr"]  # what knockoff.json keeps o
 METRICS, NA = ("agreement", "accuracy"), "— / —"
 ROWS = ["random, cnn3", "adaptive, cnn3", "random, lenet5", "random, cnn3, augmented"]
 ROWS += ["random, cnn3, mixed-open-world pool", "adaptive, cnn3, mixed-open-world pool"]
+ROWS += ["random, cnn3, knockoff-random recipe", "random, cnn3, knockoff-plain recipe"]
 
 
 def knockoff(run: Run) -> str:
@@ -37,7 +38,8 @@ def knockoff(run: Run) -> str:
     aug = ", augmented" if params.get("recipe", {}).get("augment") else ""
     pool = (run["config"].get("pool") or {}).get("dataset", "fashion-mnist")
     where = "" if pool == "fashion-mnist" else f", {pool} pool"
-    return f"{params['strategy']}, {run['surrogate']}{aug}{where}"
+    recipe = f", {run['attack']} recipe" if run.get("experiment") == "knockoff-recipe" else ""
+    return f"{params['strategy']}, {run['surrogate']}{aug}{where}{recipe}"
 
 
 def old_name(run: Run) -> str:
@@ -45,6 +47,7 @@ def old_name(run: Run) -> str:
     strategy, arch, *rest = knockoff(run).split(", ")
     output = "full" if run["defense"] == "none" else run["defense"]
     aug = "-aug" if "augmented" in rest else ""
+    aug += "-" + rest[-1].split()[0] if rest and rest[-1].endswith(" recipe") else ""
     pool = next((r.removesuffix(" pool") for r in rest if r.endswith(" pool")), None)
     return f"{strategy}-{output}-{run['budget']}-{arch}{aug}" + (f"-{pool}" if pool else "")
 

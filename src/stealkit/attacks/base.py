@@ -12,6 +12,7 @@ existing family is one file and one ``register_attack`` line.
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,33 @@ def training_targets(response: Response) -> Tensor:
     return normalize_rows(response.probs().float().clamp_min(0.0))
 
 
+SCHEDULES = ("cosine", "constant", "onecycle")
+
+
+def one_cycle(peak: float, warmup: float) -> Callable[[int, int], float]:
+    """lr(step, total): linear from peak / w to peak over the first w = max(1, warmup * total)
+    steps, then peak * (1 + cos(pi * p)) / 2 with p the share of the remaining steps done."""
+
+    def lr(step: int, total: int) -> float:
+        w = max(1, int(warmup * total))
+        if step < w:
+            return peak * (step + 1) / w
+        p = (step - w) / max(1, total - w)
+        return peak * 0.5 * (1.0 + math.cos(math.pi * p))
+
+    return lr
+
+
+def logit_shift(targets: Tensor, num_classes: int, tau: float) -> Tensor:
+    """tau * log(prior) (C,), the prior being the mean of (N, C) answers or the frequency of
+    (N,) labels, floored at 1e-4 so a class never bought stays finite."""
+    if targets.dim() == 1:
+        prior = torch.bincount(targets, minlength=num_classes).float() / max(1, len(targets))
+    else:
+        prior = targets.float().mean(dim=0)
+    return tau * torch.log(prior.clamp_min(1e-4))
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     """How a surrogate is trained on a transfer set (shared by the classifier attacks).
@@ -142,6 +170,15 @@ class TrainRecipe:
     ``undo="ddae"`` is the other defence-aware thief (pool attacks that learn from scores):
     before training it detects which defence perturbs the bought answers and restores them
     (``stealkit.attacks.ddae``; no extra query).
+
+    ``schedule`` is the learning-rate schedule: "cosine" (to 0 over the run), "constant", or
+    "onecycle" (linear warm-up over the first ``warmup`` share of the steps to ``lr``, then
+    cosine to 0; ``one_cycle``). ``logit_adjust`` (tau) trains on logits shifted by
+    tau * log(prior), the prior being the transfer set's mean answer (Menon et al., "Long-tail
+    learning via logit adjustment", ICLR 2021, https://arxiv.org/abs/2007.07314): a pool unlike
+    the victim's data buys answers skewed to a few classes, and the shift, absent at prediction,
+    removes that skew from the surrogate's decisions. Both are ours for Knockoff-style thieves;
+    the defaults (cosine, 0) are the earlier recipe.
     """
 
     epochs: int = 30
@@ -154,10 +191,20 @@ class TrainRecipe:
     temperature: float = 1.0
     hard_labels: bool = False
     undo: str | None = None
+    schedule: str = "cosine"
+    warmup: float = 0.15
+    logit_adjust: float = 0.0
 
     def __post_init__(self) -> None:
         if self.undo not in (None, "ddae"):
             raise ValueError(f"recipe undo must be null or 'ddae', got {self.undo!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"recipe schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0 <= self.warmup < 1 or self.logit_adjust < 0:
+            raise ValueError(
+                f"recipe warmup must be in [0, 1) and logit_adjust >= 0, got {self.warmup}, "
+                f"{self.logit_adjust}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"invalid training recipe {self}")
 
@@ -194,6 +241,14 @@ def train_surrogate(
         t = recipe.temperature
         loss_fn = lambda logits, p: distillation_loss(logits, p, t)  # noqa: E731
         tgt = targets
+    if recipe.logit_adjust > 0:
+        classes = targets.shape[1] if targets.dim() == 2 else int(targets.max()) + 1
+        shift = logit_shift(tgt, classes, recipe.logit_adjust)
+        plain = loss_fn
+        loss_fn = lambda logits, y: plain(logits + shift.to(logits.device), y)  # noqa: E731
+    schedule: str | Callable[[int, int], float] = (
+        one_cycle(recipe.lr, recipe.warmup) if recipe.schedule == "onecycle" else recipe.schedule
+    )
     hist = fit(
         surrogate,
         inputs,
@@ -204,6 +259,7 @@ def train_surrogate(
         lr=recipe.lr,
         weight_decay=recipe.weight_decay,
         augment=recipe.augmenter(),
+        schedule=schedule,
         seed=seed,
         device=device,
     )
