@@ -92,7 +92,7 @@ CASES: dict[str, tuple[Edit, str]] = {
     ),
     "a misspelt strategy": (
         lambda d, t: d["attacks"]["k"]["params"].update(strategy="randum"),
-        "attacks.k.params: strategy must be 'random' or 'adaptive', got 'randum'",
+        "attacks.k.params: strategy must be one of ('random', 'adaptive'), got 'randum'",
     ),
     "an unknown attack parameter": (
         lambda d, t: d["attacks"]["k"]["params"].update(strateg="random"),
