@@ -156,6 +156,22 @@ def logit_shift(targets: Tensor, num_classes: int, tau: float) -> Tensor:
     return tau * torch.log(prior.clamp_min(1e-4))
 
 
+def logit_adjusted(
+    loss_fn: Callable[[Tensor, Tensor], Tensor], targets: Tensor, tau: float
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss_fn(logits + logit_shift(targets, C, tau), y)``, with C the width of the logits (bought
+    labels need not name the last class)."""
+    shifts: dict[tuple[int, torch.device], Tensor] = {}
+
+    def adjusted(logits: Tensor, y: Tensor) -> Tensor:
+        key = (int(logits.shape[1]), logits.device)
+        if key not in shifts:
+            shifts[key] = logit_shift(targets, key[0], tau).to(logits.device)
+        return loss_fn(logits + shifts[key], y)
+
+    return adjusted
+
+
 @dataclass(frozen=True)
 class TrainRecipe:
     """How a surrogate is trained on a transfer set (shared by the classifier attacks).
@@ -242,10 +258,7 @@ def train_surrogate(
         loss_fn = lambda logits, p: distillation_loss(logits, p, t)  # noqa: E731
         tgt = targets
     if recipe.logit_adjust > 0:
-        classes = targets.shape[1] if targets.dim() == 2 else int(targets.max()) + 1
-        shift = logit_shift(tgt, classes, recipe.logit_adjust)
-        plain = loss_fn
-        loss_fn = lambda logits, y: plain(logits + shift.to(logits.device), y)  # noqa: E731
+        loss_fn = logit_adjusted(loss_fn, tgt, recipe.logit_adjust)
     schedule: str | Callable[[int, int], float] = (
         one_cycle(recipe.lr, recipe.warmup) if recipe.schedule == "onecycle" else recipe.schedule
     )
