@@ -20,42 +20,11 @@ from stealkit.attacks.activethief import (
     kcenter_greedy,
     round_sizes,
 )
-from stealkit.data import ImageDataset
 from stealkit.data.pool import QueryPool
 from stealkit.errors import BudgetExceeded
 from stealkit.metrics import agreement
-from stealkit.models import build_model
-from stealkit.oracle import InputSpec, Ledger, LocalOracle
-from toys import RowBands
-
-SPEC = InputSpec(channels=1, height=8, width=8)
-ROUND = TrainRecipe(epochs=3, min_steps=30, batch_size=64, lr=3e-3)
-FINAL = TrainRecipe(epochs=10, min_steps=100, batch_size=64, lr=3e-3)
-
-
-class Recording(LocalOracle):
-    """A LocalOracle that keeps every batch it answered."""
-
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.seen: list[torch.Tensor] = []
-
-    def _answer(self, x):
-        self.seen.append(x.clone())
-        return super()._answer(x)
-
-
-def _pool(n: int = 600) -> QueryPool:
-    g = torch.Generator().manual_seed(0)
-    return QueryPool(
-        ImageDataset("noise", torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)),
-        SPEC,
-    )
-
-
-def _surrogate() -> nn.Module:
-    torch.manual_seed(1)
-    return build_model("mlp", in_channels=1, num_classes=4, image_size=8)
+from stealkit.oracle import Ledger, LocalOracle
+from toys import FINAL, ROUND, SPEC, Recording, RowBands, mlp_surrogate, noise_pool
 
 
 def _thief(**kw) -> ActiveThief:
@@ -74,13 +43,13 @@ def _bought_rows(oracle: Recording, pool: QueryPool) -> list[int]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_beats_chance_spends_exactly_the_budget_and_buys_each_image_once(strategy):
     budget = 211  # 21 at random, then 64 + 63 + 63
-    pool = _pool()
+    pool = noise_pool(600)
     oracle = Recording(RowBands(), SPEC, output="label", ledger=Ledger(budget=budget))
     calls: list[int] = []
     result = _thief(strategy=strategy).run(
         oracle,
         pool=pool,
-        surrogate=_surrogate(),
+        surrogate=mlp_surrogate(),
         budget=budget,
         device="cpu",
         monitor=lambda s, n: calls.append(n),
@@ -100,10 +69,10 @@ def test_beats_chance_spends_exactly_the_budget_and_buys_each_image_once(strateg
 
 
 def test_soft_answers_and_a_candidate_cap():
-    pool = _pool()
+    pool = noise_pool(600)
     oracle = Recording(RowBands(), SPEC, output="probabilities", ledger=Ledger(budget=150))
     _thief(strategy="dfal-kcenter", candidates=100, preselect=2).run(
-        oracle, pool=pool, surrogate=_surrogate(), budget=150, device="cpu"
+        oracle, pool=pool, surrogate=mlp_surrogate(), budget=150, device="cpu"
     )
     assert oracle.ledger.spent == 150
     assert len(set(_bought_rows(oracle, pool))) == 150
@@ -112,10 +81,10 @@ def test_soft_answers_and_a_candidate_cap():
 def test_deterministic_at_a_fixed_seed():
     runs = []
     for _ in range(2):
-        pool = _pool()
+        pool = noise_pool(600)
         oracle = Recording(RowBands(), SPEC, output="label", ledger=Ledger(budget=120))
         r = _thief(strategy="kcenter").run(
-            oracle, pool=pool, surrogate=_surrogate(), budget=120, seed=7, device="cpu"
+            oracle, pool=pool, surrogate=mlp_surrogate(), budget=120, seed=7, device="cpu"
         )
         with torch.no_grad():
             runs.append((_bought_rows(oracle, pool), r.surrogate(pool.images(torch.arange(50)))))
@@ -229,12 +198,12 @@ def test_round_sizes_by_hand():
 def test_refusals_come_before_any_query():
     oracle = LocalOracle(RowBands(), SPEC, output="embedding", ledger=Ledger(budget=100))
     with pytest.raises(ValueError, match="learns from"):
-        _thief().run(oracle, pool=_pool(), surrogate=_surrogate(), budget=50)
+        _thief().run(oracle, pool=noise_pool(600), surrogate=mlp_surrogate(), budget=50)
     oracle = LocalOracle(RowBands(), SPEC, output="label", ledger=Ledger(budget=100))
     with pytest.raises(ValueError, match="exceeds the 40 images"):
-        _thief().run(oracle, pool=_pool(40), surrogate=_surrogate(), budget=50)
+        _thief().run(oracle, pool=noise_pool(40), surrogate=mlp_surrogate(), budget=50)
     with pytest.raises(ValueError, match="pass pool="):
-        _thief().run(oracle, surrogate=_surrogate(), budget=50)
+        _thief().run(oracle, surrogate=mlp_surrogate(), budget=50)
     assert oracle.ledger.spent == 0
 
 

@@ -17,7 +17,6 @@ from stealkit.attacks.ddae import (
     detector_features,
     keep_top1,
     kl_rows,
-    restore_answers,
     simulate,
 )
 from stealkit.defenses import DefendedOracle, GaussianNoise, ReverseSigmoid
@@ -59,9 +58,7 @@ def bought():
 @pytest.fixture(scope="module")
 def restored_rs(bought):
     x, _, perturbed, _ = bought
-    return restore_answers(
-        perturbed, x, _shadow, defences=CANDIDATES, seed=3, device="cpu", ddae=FAST
-    )
+    return FAST.restore(perturbed, x, _shadow, defences=CANDIDATES, seed=3, device="cpu")
 
 
 def test_reverse_sigmoid_is_detected_and_undone_without_a_query(bought, restored_rs):
@@ -79,9 +76,7 @@ def test_reverse_sigmoid_is_detected_and_undone_without_a_query(bought, restored
 
 def test_clean_answers_are_detected_clean_and_left_alone(bought):
     x, clean, _, _ = bought
-    restored, report = restore_answers(
-        clean, x, _shadow, defences=CANDIDATES, seed=3, device="cpu", ddae=FAST
-    )
+    restored, report = FAST.restore(clean, x, _shadow, defences=CANDIDATES, seed=3, device="cpu")
     assert report["detected"] == CLEAN
     assert "restorer_kl" not in report
     assert torch.allclose(restored, clean, atol=1e-6)
@@ -89,9 +84,7 @@ def test_clean_answers_are_detected_clean_and_left_alone(bought):
 
 def test_same_seed_same_restoration(bought, restored_rs):
     x, _, perturbed, _ = bought
-    again, report = restore_answers(
-        perturbed, x, _shadow, defences=CANDIDATES, seed=3, device="cpu", ddae=FAST
-    )
+    again, report = FAST.restore(perturbed, x, _shadow, defences=CANDIDATES, seed=3, device="cpu")
     assert torch.equal(again, restored_rs[0])
     assert report == restored_rs[1]
 
@@ -158,11 +151,11 @@ def test_bad_inputs_are_refused_before_any_training():
     x = torch.rand((10, 1, 8, 8))
     y = torch.full((10, 4), 0.25)
     with pytest.raises(ValueError, match="the N images"):
-        restore_answers(y[:9], x, _shadow)
+        DDAE().restore(y[:9], x, _shadow)
     with pytest.raises(ValueError, match="rename that candidate"):
-        restore_answers(y, x, _shadow, defences={CLEAN: ReverseSigmoid()})
+        DDAE().restore(y, x, _shadow, defences={CLEAN: ReverseSigmoid()})
     with pytest.raises(ValueError, match="at least one candidate"):
-        restore_answers(y, x, _shadow, defences={})
+        DDAE().restore(y, x, _shadow, defences={})
 
 
 def test_knockoff_with_recipe_undo_restores_before_training_and_buys_only_its_budget():

@@ -8,42 +8,10 @@ from torch import nn
 
 from stealkit.attacks import JBDA, TrainRecipe, build_attack
 from stealkit.attacks.jbda import jacobian_step, lambda_schedule, random_other_classes
-from stealkit.data import ImageDataset
-from stealkit.data.pool import QueryPool
 from stealkit.errors import BudgetExceeded
 from stealkit.metrics import ConvergenceCurve, agreement
-from stealkit.models import build_model
-from stealkit.oracle import InputSpec, Ledger, LocalOracle
-from toys import RowBands
-
-SPEC = InputSpec(channels=1, height=8, width=8)
-ROUND = TrainRecipe(epochs=3, min_steps=30, batch_size=64, lr=3e-3)
-FINAL = TrainRecipe(epochs=10, min_steps=100, batch_size=64, lr=3e-3)
-
-
-class Recording(LocalOracle):
-    """A LocalOracle that keeps every batch it answered."""
-
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.seen: list[torch.Tensor] = []
-
-    def _answer(self, x):
-        self.seen.append(x.clone())
-        return super()._answer(x)
-
-
-def _pool(n: int = 200) -> QueryPool:
-    g = torch.Generator().manual_seed(0)
-    return QueryPool(
-        ImageDataset("noise", torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)),
-        SPEC,
-    )
-
-
-def _surrogate() -> nn.Module:
-    torch.manual_seed(1)
-    return build_model("mlp", in_channels=1, num_classes=4, image_size=8)
+from stealkit.oracle import Ledger, LocalOracle
+from toys import FINAL, ROUND, SPEC, Recording, RowBands, mlp_surrogate, noise_pool
 
 
 def _jbda(**kw) -> JBDA:
@@ -61,14 +29,14 @@ def test_beats_chance_and_spends_exactly_the_budget(variant, output):
     budget = 333  # 20 -> 40 -> 80 -> 160 -> 320 -> 333: the last augmentation is truncated
     oracle = Recording(RowBands(), SPEC, output=output, ledger=Ledger(budget=budget))
     result = _jbda(variant=variant).run(
-        oracle, pool=_pool(), surrogate=_surrogate(), budget=budget, device="cpu"
+        oracle, pool=noise_pool(200), surrogate=mlp_surrogate(), budget=budget, device="cpu"
     )
     assert oracle.ledger.spent == budget == result.queries
     assert oracle.ledger.refused_calls == 0
     assert [h["set"] for h in result.history] == [20, 40, 80, 160, 320, 333]
     queried = torch.cat(oracle.seen)
-    s0 = _pool().images(
-        torch.randperm(len(_pool()), generator=torch.Generator().manual_seed(0))[:20]
+    s0 = noise_pool(200).images(
+        torch.randperm(len(noise_pool(200)), generator=torch.Generator().manual_seed(0))[:20]
     )
     assert torch.equal(queried[:20], s0)  # S_0: 20 pool images drawn with the run's seed
     assert float(queried.min()) >= 0.0 and float(queried.max()) <= 1.0  # clipped to the range
@@ -84,7 +52,9 @@ def test_new_points_are_jacobian_steps_of_the_previous_set():
     """Each augmentation buys clip(x + lambda_rho sign(J)) of points already held: on RowBands
     every new point differs from some earlier point by exactly lambda in each unclipped pixel."""
     oracle = Recording(RowBands(), SPEC, output="label", ledger=Ledger(budget=80))
-    _jbda(lam=0.05).run(oracle, pool=_pool(), surrogate=_surrogate(), budget=80, device="cpu")
+    _jbda(lam=0.05).run(
+        oracle, pool=noise_pool(200), surrogate=mlp_surrogate(), budget=80, device="cpu"
+    )
     queried = torch.cat(oracle.seen)
     for n in (20, 40):
         old, new = queried[:n], queried[n : 2 * n]
@@ -96,7 +66,7 @@ def test_new_points_are_jacobian_steps_of_the_previous_set():
 def test_reservoir_augments_only_kappa_points_per_epoch():
     oracle = LocalOracle(RowBands(), SPEC, output="label", ledger=Ledger(budget=95))
     result = _jbda(reservoir=15, reservoir_after=1).run(
-        oracle, pool=_pool(), surrogate=_surrogate(), budget=95, device="cpu"
+        oracle, pool=noise_pool(200), surrogate=mlp_surrogate(), budget=95, device="cpu"
     )
     assert [h["set"] for h in result.history] == [20, 40, 55, 70, 85, 95]
     assert oracle.ledger.spent == 95
@@ -107,7 +77,12 @@ def test_deterministic_at_a_fixed_seed():
     for _ in range(2):
         oracle = Recording(RowBands(), SPEC, output="probabilities", ledger=Ledger(budget=150))
         r = _jbda(variant="jbda-tr").run(
-            oracle, pool=_pool(), surrogate=_surrogate(), budget=150, seed=3, device="cpu"
+            oracle,
+            pool=noise_pool(200),
+            surrogate=mlp_surrogate(),
+            budget=150,
+            seed=3,
+            device="cpu",
         )
         x, _ = _held_out()
         with torch.no_grad():
@@ -160,7 +135,12 @@ def test_monitor_sees_every_substitute_epoch():
 
     oracle = LocalOracle(RowBands(), SPEC, output="label", ledger=Ledger(budget=100))
     _jbda().run(
-        oracle, pool=_pool(), surrogate=_surrogate(), budget=100, device="cpu", monitor=monitor
+        oracle,
+        pool=noise_pool(200),
+        surrogate=mlp_surrogate(),
+        budget=100,
+        device="cpu",
+        monitor=monitor,
     )
     assert calls == [20, 40, 80, 100]
     assert [p["queries"] for p in curve.points] == [20, 40, 80, 100]
@@ -169,14 +149,14 @@ def test_monitor_sees_every_substitute_epoch():
 def test_refusals_come_before_any_query():
     oracle = LocalOracle(RowBands(), SPEC, output="embedding", ledger=Ledger(budget=100))
     with pytest.raises(ValueError, match="learns from"):
-        _jbda().run(oracle, pool=_pool(), surrogate=_surrogate(), budget=50)
+        _jbda().run(oracle, pool=noise_pool(200), surrogate=mlp_surrogate(), budget=50)
     oracle = LocalOracle(RowBands(), SPEC, output="label", ledger=Ledger(budget=100))
     with pytest.raises(ValueError, match="seed_size 20 exceeds the 10 images"):
-        _jbda().run(oracle, pool=_pool(10), surrogate=_surrogate(), budget=50)
+        _jbda().run(oracle, pool=noise_pool(10), surrogate=mlp_surrogate(), budget=50)
     with pytest.raises(ValueError, match="pass pool="):
-        _jbda().run(oracle, surrogate=_surrogate(), budget=50)
+        _jbda().run(oracle, surrogate=mlp_surrogate(), budget=50)
     with pytest.raises(ValueError, match="exceeds the 100 queries left"):
-        _jbda().run(oracle, pool=_pool(), surrogate=_surrogate(), budget=200)
+        _jbda().run(oracle, pool=noise_pool(200), surrogate=mlp_surrogate(), budget=200)
     assert oracle.ledger.spent == 0
 
 

@@ -402,21 +402,3 @@ class DDAE:
             device=dev,
             progress="D-DAE",
         )
-
-
-def restore_answers(
-    answers: Tensor,
-    pool_images: Tensor,
-    surrogate_factory: Callable[[], nn.Module],
-    *,
-    defences: Mapping[str, Defense | Sequence[Defense]] | None = None,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    ddae: DDAE | None = None,
-) -> tuple[Tensor, dict[str, Any]]:
-    """D-DAE on bought answers (N, C) and their images, costing no query: ``ddae`` (default
-    ``DDAE()``) restores them; ``defences`` (name -> Defense or variants; default
-    ``default_candidates(seed)``) are the candidates its detector tells apart from clean."""
-    return (ddae or DDAE()).restore(
-        answers, pool_images, surrogate_factory, defences=defences, seed=seed, device=device
-    )

@@ -375,10 +375,10 @@ class KnockoffNets(Attack):
                 surrogate.load_state_dict(init)
         x, y = torch.cat(xs), torch.cat(ys)
         if self.recipe.undo == "ddae" and not hard and y.dim() == 2:
-            from stealkit.attacks.ddae import restore_answers
+            from stealkit.attacks.ddae import DDAE
 
             fresh = copy.deepcopy(surrogate)  # untrained here: the shadow model starts from it
-            y, info["ddae"] = restore_answers(
+            y, info["ddae"] = DDAE().restore(
                 y, x, lambda: copy.deepcopy(fresh), seed=seed, device=dev
             )
         losses = train_surrogate(surrogate, x, y, self.recipe, hard=hard, seed=seed, device=dev)

@@ -24,41 +24,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stealkit.data.dataset import ImageDataset, to_spec
-from stealkit.errors import DataNotFound
+from stealkit.data.photos import load_photos, random_square_crops
 from stealkit.oracle.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("fashion", "photo", "foolbox", "digits")
-PHOTOS = (
-    "astronaut",
-    "brick",
-    "camera",
-    "cat",
-    "chelsea",
-    "clock",
-    "coffee",
-    "coins",
-    "colorwheel",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "logo",
-    "moon",
-    "page",
-    "retina",
-    "rocket",
-    "text",
-    "horse",
-    "microaneurysms",
-    "cell",
-    "checkerboard",
-)
 FOOLBOX_KINDS = {
     "mnist": "foolbox-mnist",
     "fashion-mnist": "foolbox-fashion-mnist",
@@ -76,45 +50,14 @@ def grey_uint8(x: Tensor, size: int) -> Tensor:
 
 def grey_photos() -> dict[str, Tensor]:
     """scikit-image's bundled photographs that load here, as grey float (H, W) in [0, 1]."""
-    try:
-        import skimage.data as skd
-    except ImportError:
-        raise DataNotFound("scikit-image is not installed (pip install scikit-image)") from None
     out = {}
-    for name in PHOTOS:
-        try:
-            img = np.asarray(getattr(skd, name)())
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # noqa: BLE001 - some need a download (pytest's Skipped, even)
-            continue
+    for name, img in load_photos().items():
         t = torch.from_numpy(img.astype(np.float32))
         t = (t - t.min()) / max(float(t.max() - t.min()), 1e-9)
         if t.dim() == 3:  # RGB(A): luma of the colour channels
             t = (t[..., :3] * torch.tensor([0.299, 0.587, 0.114])).sum(-1)
         out[name] = t
-    if not out:
-        raise DataNotFound("scikit-image ships no loadable photos here")
     return out
-
-
-def random_crops(
-    photos: list[Tensor], n: int, size: int, gen: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """``n`` square crops (side uniform in [min side / 8, min side]) of photos drawn uniformly,
-    resized to ``size``: grey uint8 (n, 1, size, size) and the photo index of each."""
-    which = torch.randint(len(photos), (n,), generator=gen)
-    out = torch.empty((n, 1, size, size), dtype=torch.uint8)
-    for i in range(n):
-        p = photos[int(which[i])]
-        h, w = p.shape
-        s = int(torch.randint(max(8, min(h, w) // 8), min(h, w) + 1, (1,), generator=gen))
-        top = int(torch.randint(0, h - s + 1, (1,), generator=gen))
-        left = int(torch.randint(0, w - s + 1, (1,), generator=gen))
-        crop = p[top : top + s, left : left + s][None, None]
-        small = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True)
-        out[i] = small[0].mul(255.0).round().clamp(0, 255).to(torch.uint8)
-    return out, which
 
 
 def source_counts(ds: ImageDataset) -> dict[str, int]:
@@ -166,8 +109,12 @@ def mixed_open_world(
         add("fashion", grey_uint8(ds.images(), size), ds.y, ds.classes)
     if photos:
         bank = grey_photos()
-        x, which = random_crops(
-            list(bank.values()), photos, size, torch.Generator().manual_seed(seed)
+        x, which = random_square_crops(
+            [p[None] for p in bank.values()],
+            photos,
+            size,
+            torch.Generator().manual_seed(seed),
+            scale=255.0,
         )
         add("photo", x, which, list(bank))
     if foolbox:
