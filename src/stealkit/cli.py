@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) / cfg.name
     runs = expand_grid(cfg)
     if args.dry_run:
-        done = _done_runs(cfg, out) if not args.fresh else set()
+        done, stale = _done_runs(cfg, out) if not args.fresh else (set(), [])
         print(
             f"stealkit run '{cfg.name}': {len(runs)} runs -> {out}/ (valid; {len(done)} already "
             "done there, which a run skips)",
@@ -45,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"  {r.attack} | {r.defense} | {r.budget} queries | seed {r.seed}{mark}")
         from stealkit.experiments.checks import evaluation_warnings
 
-        for w in evaluation_warnings(cfg):
+        for w in stale + evaluation_warnings(cfg):
             print(f"stealkit: warning: {w}", file=sys.stderr)
         return 0
     try:
@@ -68,17 +68,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _done_runs(cfg: Any, out: Path) -> set[tuple[str, str, int, int]]:
-    """The runs of ``cfg`` that ``out`` already holds as succeeded (what a run would skip)."""
-    from stealkit.experiments.runner import already_done, experiment_hash
+def _done_runs(cfg: Any, out: Path) -> tuple[set[tuple[str, str, int, int]], list[str]]:
+    """The runs of ``cfg`` that ``out`` already holds as succeeded (what a run would skip), and
+    the warnings for those of them made by older code defaults."""
+    from stealkit.experiments.runner import already_done, experiment_hash, stale_warnings
     from stealkit.experiments.store import check_same_experiment
     from stealkit.report import load_results
 
     if not (out / "results.json").is_file():
-        return set()
+        return set(), []
     data = load_results(out / "results.json")
     check_same_experiment(out, data, experiment_hash(cfg))
-    return {(s.attack, s.defense, s.budget, s.seed) for s in already_done(cfg, data["runs"])}
+    done = already_done(cfg, data["runs"])
+    keys = {(s.attack, s.defense, s.budget, s.seed) for s in done}
+    return keys, stale_warnings(cfg, data["runs"], done)
 
 
 def _cmd_train_victim(args: argparse.Namespace) -> int:

@@ -221,3 +221,24 @@ def test_dry_run_marks_the_runs_a_rerun_would_skip(tmp_path: Path, capsys) -> No
     path.write_text(yaml.safe_dump(other))
     assert main(["run", str(path), "--out", str(tmp_path), "--dry-run"]) == 2
     assert "holds results of another experiment" in capsys.readouterr().err
+
+
+def test_a_skipped_run_made_by_older_code_defaults_is_named(tmp_path: Path, capsys) -> None:
+    cfg = parse_config(CONFIG)
+    out = tmp_path / "resume"
+    Experiment(cfg, out, progress=False).run()
+    assert "older code defaults" not in capsys.readouterr().err
+    # pretend kr's runs were made when a default differed (its repr then read query_batch=32)
+    data = json.loads((out / "results.json").read_text())
+    for r in data["runs"]:
+        if r["attack"] == "kr":
+            r["attack_repr"] = r["attack_repr"].replace("query_batch=64", "query_batch=32")
+    (out / "results.json").write_text(json.dumps(data))
+    again = Experiment(cfg, out, progress=False).run()
+    inv = again["invocations"][-1]
+    assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (0, 4, 0)  # nothing re-bought
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "older code defaults" in x)
+    assert line.count("older code defaults") == 1 and line.startswith("stealkit: warning: kr (behind none)")
+    assert "query_batch=32 (today: query_batch=64)" in line and "--fresh" in line
+    assert "cc" not in line and any("query_batch=32" in w for w in again["warnings"])

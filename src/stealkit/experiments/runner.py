@@ -19,6 +19,7 @@ import re
 import sys
 import time
 import traceback
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,75 @@ def already_done(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> set[Ru
             records, (s.attack, s.defense, s.budget, s.seed), config_hash(run_config(cfg, s))
         )
     }
+
+
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def repr_parts(text: str, key: str = "") -> set[str]:
+    """A repr such as ``Name(a=1, b=X(c=2))`` as its leaves, ``{"Name", "a=1", "b:X", "b.c=2"}``:
+    what two reprs are compared by, so that a parameter added since reads as one new leaf."""
+    head, _, body = text.partition("(")
+    if not (body.endswith(")") and _NAME.fullmatch(head)):
+        return {f"{key}={text}" if key else text}
+    parts, depth, cur = [], 0, ""
+    for ch in body[:-1] + ",":
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out = {f"{key}:{head}" if key else head}
+    for i, part in enumerate(p for p in parts if p):
+        name, eq, value = part.partition("=")
+        if eq and _NAME.fullmatch(name.strip()):
+            child = f"{key}.{name.strip()}" if key else name.strip()
+            out |= repr_parts(value.strip(), child)
+        else:
+            out |= repr_parts(part, f"{key}[{i}]" if key else f"[{i}]")
+    return out
+
+
+def stale_warnings(
+    cfg: ExperimentConfig, records: list[dict[str, Any]], done: set[RunSpec]
+) -> list[str]:
+    """For the runs a re-run skips: those whose stored attack or defence is not what today's
+    code builds from the same config (a default changed since they ran). Their results are
+    kept; each message names the parameters that differ and how to re-run them."""
+    stored: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    keys = {(s.attack, s.defense, s.budget, s.seed) for s in done}
+    for r in map(RunRecord.from_dict, records):
+        if r.key in keys and r.status in ("ok", "blocked") and r.attack_repr:
+            stored[(r.attack, r.defense)].add((r.attack_repr, r.defense_repr or "NoDefense()"))
+    behind: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for attack, defense in sorted({(s.attack, s.defense) for s in done}):
+        try:
+            a_type, a_params = cfg.attack_spec(attack)
+            built = build_run_defense(cfg, defense)
+            now_repr = (
+                repr(build_attack(a_type, **a_params)),
+                repr(built) if built is not None else "NoDefense()",
+            )
+        except Exception:  # noqa: BLE001 - a config error is reported when the run is attempted
+            continue
+        for old in sorted(stored.get((attack, defense), set()) - {now_repr}):
+            diff = []
+            for kind, o, n in zip(("attack", "defence"), old, now_repr, strict=True):
+                gone = repr_parts(o) - repr_parts(n)
+                if gone:  # a parameter that only appears today is not a change of default
+                    names = {g.partition("=")[0] for g in gone}
+                    new = sorted(t for t in repr_parts(n) if t.partition("=")[0] in names)
+                    diff.append(f"{kind} {', '.join(sorted(gone))} (today: {', '.join(new)})")
+            if diff:
+                behind[(attack, "; ".join(diff))].append(defense)
+    return [
+        f"{attack} (behind {', '.join(defences)}): stored runs were made by older code defaults: "
+        f"{diff}. Their results are kept and skipped; re-run them with --fresh (or a new --out), "
+        "or pin those parameters in the config to keep them"
+        for (attack, diff), defences in behind.items()
+    ]
 
 
 def build_run_defense(cfg: ExperimentConfig, name: str) -> Defense | None:
@@ -404,6 +474,7 @@ class Experiment:
         done = already_done(cfg, store.data["runs"])
         todo = [spec for spec in runs if spec not in done]
         inv["skipped"] = len(done)
+        stale = stale_warnings(cfg, store.data["runs"], done)
         store.update(
             name=cfg.name,
             created=store.data.get("created", now()),
@@ -420,12 +491,14 @@ class Experiment:
             f"(skipped, nothing bought), {len(todo)} to run",
             file=sys.stderr,
         )
+        warnings = list(stale)
         if todo:
             from stealkit.experiments.checks import evaluation_warnings
 
-            warnings = evaluation_warnings(cfg)
-            for w in warnings:
-                print(f"stealkit: warning: {w}", file=sys.stderr)
+            warnings += evaluation_warnings(cfg)
+        for w in warnings:
+            print(f"stealkit: warning: {w}", file=sys.stderr)
+        if todo or stale:
             store.update(warnings=warnings)
         status = "complete"
         try:
