@@ -73,8 +73,10 @@ READING = [
     "from the victim's task) JBDA reached 0.926 at 5k in a side measurement (not in this "
     "table); the paper reports 81% with 150 MNIST seeds after 6,400 queries. PRADA blocks "
     "both after 268 and 315 queries (`defences.md`).",
-    "- At 1k (one seed) random pool queries lead (0.571), ActiveThief's entropy rounds come "
-    "close (0.563) and DFMS-HL's proxy GAN has not yet learnt enough to help (0.373).",
+    "- At 1k over three seeds the pool attacks are within one another's spread: ActiveThief "
+    "entropy 0.572 ± 0.058 and k-center 0.567 ± 0.123, Knockoff random 0.547 ± 0.078, "
+    "DFMS-HL from synthetic shapes 0.521 ± 0.053; DFMS-HL's proxy GAN has not yet learnt "
+    "enough to help (0.368 ± 0.050), and JBDA stays near 0.3.",
     "- Transfer (table above): the copies that agree best also transfer best. At 5k, PGD at "
     "eps 0.3 from ActiveThief's copies fools the victim on 0.416-0.426 of the digits, from "
     "Knockoff/CopyCat's on 0.311, from DFMS-HL's on 0.19-0.20 and from JBDA's on 0.035-0.044. "
@@ -82,16 +84,17 @@ READING = [
     "queries (its abstract; FGSM, eps 0.3 in its body, which we could not read): its seeds were "
     "MNIST test digits, ours Fashion-MNIST images, and our victim is hard to fool at any eps "
     "(a copy trained on 4,000 real digits reaches 0.316, `data_free.md`).",
-    "- With probability answers (`equal-probs.yaml`, one seed) every pool attack gains over "
-    "labels: at 5k ActiveThief k-center 0.778 (labels, 3 seeds: 0.671), Knockoff random "
-    "0.700 (0.638), JBDA 0.453 (0.416); ActiveThief's entropy rounds gain nothing (0.567 "
-    "against 0.646; why, we have not measured). Black-Box Ripper, which needs "
-    "scores, reaches 0.521 at 5k (0.316 at 1k), below random pool images: its generator is "
-    "a small GAN trained here on Fashion-MNIST, not the paper's pretrained ones.",
-    "- Not yet measured (issue 15 stays open): the 20k budget, three seeds at 1k and with "
-    "probabilities, the data-free attacks at 100k and 400k in this table (MAZE, which needs "
-    "probabilities, reached 0.841 at 150k in a side measurement; MEGA, DaST and DFME are in "
-    "`data_free.md`). The D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) "
+    "- With probability answers (`equal-probs.yaml`, three seeds) every pool attack gains over "
+    "labels: at 5k ActiveThief k-center 0.777 ± 0.006 (labels: 0.671 ± 0.039), Knockoff "
+    "random 0.668 ± 0.049 (0.638), ActiveThief entropy 0.658 ± 0.080 (0.646), JBDA 0.492 ± "
+    "0.045 (0.416); at 1k k-center's lead is widest (0.769 ± 0.033 against 0.644 ± 0.067 for "
+    "Knockoff). Black-Box Ripper, which needs scores, reaches 0.460 ± 0.117 at 5k (0.314 at "
+    "1k), below random pool images: its generator is a small GAN trained here on "
+    "Fashion-MNIST, not the paper's pretrained ones.",
+    "- Not yet measured (issue 15 stays open): the 20k budget, and the data-free attacks at "
+    "100k and 400k in this table (MAZE, which needs probabilities, reached 0.841 at 150k in a "
+    "side measurement; MEGA, DaST and DFME are in `data_free.md` and `data_free_analysis.md`, "
+    "where DFME with its logits recovered reaches 0.619 at 720k, seed 0). The D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) "
     "is measured in `defences.md`. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST "
     "tables could not be read here (only abstracts), so no figure is set beside those papers.",
     "",

@@ -108,15 +108,14 @@ def test_dry_run_lists_the_default_grid(capsys) -> None:
     out = capsys.readouterr().out
     for part in (
         "knockoff-random | none | 20000",
-        "knockoff-adaptive",
-        "copycat",
-        "top1",
-        "round1",
-        "reverse-sigmoid",
-        "1000",
-        "5000",
+        "knockoff-random | none | 1000 queries | seed 2",
+        "knockoff-adaptive | none | 5000",
+        "copycat | none | 5000",
+        "knockoff-random | reverse-sigmoid | 5000",
+        "copycat | reverse-sigmoid | 5000",
     ):
         assert part in out
+    assert len(out.strip().splitlines()) == 10  # one line per run, each once
 
 
 @pytest.mark.parametrize("cmd", [[], ["run"], ["train-victim"], ["list"], ["report"]])
