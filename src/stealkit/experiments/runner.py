@@ -168,6 +168,8 @@ def stale_warnings(
         except Exception:  # noqa: BLE001 - a config error is reported when the run is attempted
             continue
         for old in sorted(stored.get((attack, defense), set()) - {now_repr}):
+            if any(" at 0x" in text for text in (*old, *now_repr)):
+                continue  # an object's default repr (its address) tells nothing about defaults
             diff = []
             for kind, o, n in zip(("attack", "defence"), old, now_repr, strict=True):
                 gone = repr_parts(o) - repr_parts(n)
@@ -179,8 +181,9 @@ def stale_warnings(
                 behind[(attack, "; ".join(diff))].append(defense)
     return [
         f"{attack} (behind {', '.join(defences)}): stored runs were made by older code defaults: "
-        f"{diff}. Their results are kept and skipped; re-run them with --fresh (or a new --out), "
-        "or pin those parameters in the config to keep them"
+        f"{diff}. Their results are kept and skipped; to measure today's code re-run them with "
+        "--fresh (or a new --out); to reproduce the stored ones, pin the old values in the config "
+        "(a new experiment, in its own folder)"
         for (attack, diff), defences in behind.items()
     ]
 
