@@ -27,6 +27,7 @@ from stealkit.defenses.perturbation import (
     ReverseSigmoid,
     Rounding,
     TopK,
+    defense_repr,
 )
 from stealkit.defenses.prada import Prada
 
@@ -107,6 +108,7 @@ __all__ = [
     "GaussianNoise",
     "Mad",
     "NoDefense",
+    "defense_repr",
     "Prada",
     "ReverseSigmoid",
     "Rounding",

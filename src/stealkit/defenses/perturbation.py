@@ -75,6 +75,11 @@ class NoDefense(Defense):
         return "NoDefense()"
 
 
+def defense_repr(defense: Defense | None) -> str:
+    """How a run records its defence: its repr, ``NoDefense()`` for none."""
+    return repr(NoDefense() if defense is None else defense)
+
+
 class TopK(Defense):
     gives = OutputKind.TOPK
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from stealkit.data import to_spec
 from stealkit.data.dataset import ImageDataset
-from stealkit.defenses import Defense
+from stealkit.defenses import Defense, defense_repr
 from stealkit.errors import ConfigError, QueryRefused
 from stealkit.metrics import ConvergenceCurve, accuracy, evaluate_stolen
 from stealkit.metrics.probe import ProbeResult, embedding_similarity, linear_probe, probe_agreement
@@ -87,7 +87,7 @@ class ClassifierJudge:
         labels = resp.labels()
         return {
             "name": name,
-            "repr": repr(defense) if defense is not None else "NoDefense()",
+            "repr": defense_repr(defense),
             "victim_accuracy": accuracy(labels, self.y) if self.y is not None else None,
             "top1_kept": accuracy(labels, self.victim_labels),
             "mean_l1_change": float((resp.probs() - self.clean.probs()).abs().sum(1).mean()),
@@ -168,7 +168,7 @@ class ProbeJudge:
             return _refused_honest_user(name, defense, e)
         return {
             "name": name,
-            "repr": repr(defense) if defense is not None else "NoDefense()",
+            "repr": defense_repr(defense),
             "victim_accuracy": res.accuracy,
             "top1_kept": probe_agreement(self.victim_probe, res),
             "mean_l1_change": None,  # a classifier's measure; embeddings get the one below
@@ -194,7 +194,7 @@ def _refused_honest_user(name: str, defense: Defense | None, e: Exception) -> di
     """A defence's utility row when it refused the honest user's evaluation queries."""
     return {
         "name": name,
-        "repr": repr(defense) if defense is not None else "NoDefense()",
+        "repr": defense_repr(defense),
         "victim_accuracy": None,
         "top1_kept": None,
         "mean_l1_change": None,

@@ -12,6 +12,7 @@ nothing; an interrupted run is recorded as ``interrupted`` with the queries it b
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -31,7 +32,7 @@ from torch import nn
 from stealkit import __version__
 from stealkit.attacks import build_attack
 from stealkit.data.pool import QueryPool
-from stealkit.defenses import Defense, build_defense
+from stealkit.defenses import Defense, build_defense, defense_repr
 from stealkit.errors import QueryRefused
 from stealkit.experiments.checks import load_part, victim_params
 from stealkit.experiments.config import ExperimentConfig
@@ -155,16 +156,21 @@ def stale_warnings(
     keys = {(s.attack, s.defense, s.budget, s.seed) for s in done}
     for r in map(RunRecord.from_dict, records):
         if r.key in keys and r.status in ("ok", "blocked") and r.attack_repr:
-            stored[(r.attack, r.defense)].add((r.attack_repr, r.defense_repr or "NoDefense()"))
+            stored[(r.attack, r.defense)].add((r.attack_repr, r.defense_repr or defense_repr(None)))
     behind: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    @functools.cache
+    def attack_now(name: str) -> str:
+        a_type, a_params = cfg.attack_spec(name)
+        return repr(build_attack(a_type, **a_params))
+
+    @functools.cache
+    def defence_now(name: str) -> str:
+        return defense_repr(build_run_defense(cfg, name))
+
     for attack, defense in sorted({(s.attack, s.defense) for s in done}):
         try:
-            a_type, a_params = cfg.attack_spec(attack)
-            built = build_run_defense(cfg, defense)
-            now_repr = (
-                repr(build_attack(a_type, **a_params)),
-                repr(built) if built is not None else "NoDefense()",
-            )
+            now_repr = (attack_now(attack), defence_now(defense))
         except Exception:  # noqa: BLE001 - a config error is reported when the run is attempted
             continue
         for old in sorted(stored.get((attack, defense), set()) - {now_repr}):
@@ -311,7 +317,7 @@ def execute_run(
         defense = build_run_defense(cfg, spec.defense)
         attack = build_attack(a_type, **a_params)
         rec.attack_repr = repr(attack)
-        rec.defense_repr = repr(defense) if defense is not None else "NoDefense()"
+        rec.defense_repr = defense_repr(defense)
         oracle = ctx.victim.oracle(
             output=cfg.victim.output,
             k=cfg.victim.k,
