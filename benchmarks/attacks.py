@@ -30,7 +30,14 @@ from stealkit.victims.registry import load_victim
 # digits it classifies correctly.
 TRANSFER = TransferConfig(methods=["fgsm", "pgd"], eps=[0.2, 0.3], targeted=[False], limit=500)
 
-NAMES = ("attacks-equal-5k", "attacks-equal-probs")
+ANSWERS = {
+    "attacks-equal-5k": "labels",
+    "attacks-equal-probs": "probabilities",
+    "attacks-equal-data-free-labels": "labels",
+    "attacks-equal-data-free-probs": "probabilities",
+}
+"""What the victim answers in each config of benchmarks/attacks/."""
+NAMES = tuple(ANSWERS)
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,7 +149,7 @@ def transfer_rows(
 def transfer_markdown(transfer: dict[str, dict[str, Any]]) -> list[str]:
     by: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for key, t in transfer.items():
-        answers = "probabilities" if key.startswith("attacks-equal-probs/") else "labels"
+        answers = ANSWERS[key.split("/", 1)[0]]
         by.setdefault((answers, t["attack"], t["budget"]), []).append(t)
     cols = [f"{m}@{e}" for e in TRANSFER.eps for m in TRANSFER.methods]
     lines = [
@@ -175,11 +182,13 @@ def markdown(
         "# Attacks on equal terms",
         "",
         "Made by `python -m benchmarks.attacks` from `benchmarks/attacks/*.yaml`: the real MNIST "
-        "CNN (digit-recognizer-py) answering labels only (equal-probs: its probabilities), the "
-        "same Fashion-MNIST pool, cnn3 "
+        "CNN (digit-recognizer-py) answering labels only (the -probs configs: its probabilities), "
+        "the same Fashion-MNIST pool, cnn3 "
         "surrogate, final recipe (6 epochs, at least 250 steps) and judge (1,000 mnist-5k test "
-        "digits) for every attack. Wall time is on the 2-core machine named in the JSON, which "
-        "was shared with other jobs while these ran: compare it within a table only.",
+        "digits) for every attack; the data-free configs make their own queries (no pool) with "
+        "generators of the same width (ngf 16) and train the same cnn3. Wall time is on the "
+        "2-core machine named in the JSON, which was shared with other jobs while these ran: "
+        "compare it within a table only.",
         "",
     ]
     for name in NAMES:
