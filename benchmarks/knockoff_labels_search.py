@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stealkit.attacks.base import logit_shift
+from stealkit.attacks.base import logit_adjusted
 from stealkit.experiments.config import load_config
 from stealkit.experiments.runner import RunContext
 from stealkit.losses.classification import soft_cross_entropy
@@ -96,10 +96,8 @@ def main() -> None:
     x = ctx.pool.images(order[:BUDGET])
     labels = predict(ctx.victim.model, x).argmax(1)
     y = F.one_hot(labels, 10).float()
-    shift = logit_shift(labels, 10, 1.0)  # the recipe's logit adjustment, tau 1
-
-    def loss(logits: Tensor, target: Tensor) -> Tensor:
-        return soft_cross_entropy(logits + shift, target)
+    # the recipe's logit adjustment (tau 1), its prior from the bought labels in every variant
+    loss = logit_adjusted(soft_cross_entropy, labels, 1.0)
 
     def fresh(arch: str, k: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
