@@ -189,6 +189,20 @@ def test_deepfool_on_a_linear_model_finds_the_nearest_boundary():
     assert model.training  # evaluated in eval mode, the mode restored
 
 
+def test_deepfool_steps_each_row_as_if_it_were_alone():
+    # a non-linear model: rows cross their boundary after different numbers of steps, and the
+    # rows already across must neither move nor change the others' steps
+    g = torch.Generator().manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3))
+    for prm in model.parameters():
+        nn.init.normal_(prm, generator=g)
+    x = torch.rand((12, 1, 4, 4), generator=g)
+    together = deepfool_norms(model, x, steps=6)
+    alone = torch.cat([deepfool_norms(model, x[i : i + 1], steps=6) for i in range(len(x))])
+    assert torch.allclose(together, alone, rtol=1e-5, atol=1e-7)
+    assert len(set(together.round(decimals=4).tolist())) > 6  # the rows really differ
+
+
 def test_round_sizes_by_hand():
     assert round_sizes(100, 10, 4) == [23, 23, 22, 22]
     assert round_sizes(5, 3, 4) == [1, 1]

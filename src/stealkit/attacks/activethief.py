@@ -119,30 +119,30 @@ def deepfool_norms(model: nn.Module, x: Tensor, steps: int, *, overshoot: float 
         r = torch.zeros_like(x0)
         with torch.no_grad():
             k0 = model(x0).argmax(dim=1)
-        active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
+        live = torch.arange(len(x0), device=x0.device)  # rows still on their first class
         for _ in range(steps):
-            xi = (x0 + (1 + overshoot) * r).requires_grad_(True)
+            xi = (x0[live] + (1 + overshoot) * r[live]).requires_grad_(True)
             f = model(xi)
-            active &= f.argmax(dim=1) == k0
-            if not bool(active.any()):
+            still = f.argmax(dim=1) == k0[live]
+            if not bool(still.any()):
                 break
+            # only the rows that have not crossed yet take a step (and cost gradients)
+            live, k_live, f = live[still], k0[live][still], f[still]
             grads = torch.stack(
                 [
-                    torch.autograd.grad(f[:, c].sum(), xi, retain_graph=True)[0]
+                    torch.autograd.grad(f[:, c].sum(), xi, retain_graph=True)[0][still]
                     for c in range(f.shape[1])
                 ],
                 dim=1,
-            )  # (N, C, ...)
-            rows = torch.arange(len(x0), device=x0.device)
-            w = (grads - grads[rows, k0].unsqueeze(1)).flatten(2)  # (N, C, D)
-            fd = (f - f[rows, k0].unsqueeze(1)).detach().abs()  # (N, C)
+            )  # (n, C, ...)
+            rows = torch.arange(len(live), device=x0.device)
+            w = (grads - grads[rows, k_live].unsqueeze(1)).flatten(2)  # (n, C, D)
+            fd = (f - f[rows, k_live].unsqueeze(1)).detach().abs()  # (n, C)
             wn = w.norm(dim=2).clamp_min(1e-12)
-            ratio = (fd / wn).scatter(1, k0.view(-1, 1), float("inf"))
+            ratio = (fd / wn).scatter(1, k_live.view(-1, 1), float("inf"))
             lbest = ratio.argmin(dim=1)
-            wl = w[rows, lbest]
-            step = (fd[rows, lbest] / wn[rows, lbest] ** 2).unsqueeze(1) * wl
-            step = step * active.unsqueeze(1)
-            r = r + step.view_as(r).detach()
+            step = (fd[rows, lbest] / wn[rows, lbest] ** 2).unsqueeze(1) * w[rows, lbest]
+            r[live] = r[live] + step.view_as(r[live]).detach()
         return ((1 + overshoot) * r).flatten(1).norm(dim=1).detach()
     finally:
         model.train(was_training)
