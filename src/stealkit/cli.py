@@ -71,14 +71,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _done_runs(cfg: Any, out: Path) -> tuple[set[tuple[str, str, int, int]], list[str]]:
     """The runs of ``cfg`` that ``out`` already holds as succeeded (what a run would skip), and
     the warnings for those of them made by older code defaults."""
-    from stealkit.experiments.runner import already_done, experiment_hash, stale_warnings
-    from stealkit.experiments.store import check_same_experiment
+    from stealkit.experiments.runner import (
+        already_done,
+        check_definitions,
+        experiment_hash,
+        stale_warnings,
+    )
+    from stealkit.experiments.store import check_same_experiment, legacy_hash
     from stealkit.report import load_results
 
     if not (out / "results.json").is_file():
         return set(), []
     data = load_results(out / "results.json")
-    check_same_experiment(out, data, experiment_hash(cfg))
+    legacy = legacy_hash(cfg.model_dump(mode="json"))
+    check_same_experiment(out, data, experiment_hash(cfg), legacy=legacy)
+    check_definitions(out, cfg, data["runs"])
     done = already_done(cfg, data["runs"])
     keys = {(s.attack, s.defense, s.budget, s.seed) for s in done}
     return keys, stale_warnings(cfg, data["runs"], done)
@@ -660,7 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
         "documentation is at /docs. Every input is charged per key in a SQL ledger (SQLite by "
         "default, PostgreSQL by URL) that several processes can share. Flags override CONFIG.",
     )
-    sv.add_argument("config", nargs="?", help="YAML serve config (see configs/serve/mnist-reverse-sigmoid.yaml)")
+    sv.add_argument(
+        "config", nargs="?", help="YAML serve config (see configs/serve/mnist-reverse-sigmoid.yaml)"
+    )
     sv.add_argument("--victim", help="registered victim name (default digit-recognizer)")
     sv.add_argument(
         "--victim-params", help="the victim's params as YAML/JSON, e.g. '{dataset: cifar10}'"

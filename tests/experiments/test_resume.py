@@ -138,6 +138,57 @@ def test_two_runs_cannot_share_a_folder(tmp_path: Path) -> None:
     ResultStore(tmp_path, "h1").acquire()
 
 
+def test_a_new_attack_joins_the_folder_and_a_redefined_one_is_refused(
+    tmp_path: Path, capsys
+) -> None:
+    one = {**CONFIG, "grid": [{"attacks": ["kr"], "budgets": [100]}]}
+    out = tmp_path / "resume"
+    first = Experiment(parse_config(one), out, progress=False).run()
+    before = [r["metrics"] for r in first["runs"]]
+    # a new named attack in the same folder: only its runs are bought
+    grown = {
+        **one,
+        "attacks": {**CONFIG["attacks"], "kr2": {"type": "knockoff", "params": {"recipe": RECIPE}}},
+        "grid": [{"attacks": ["kr", "cc", "kr2"], "budgets": [100]}],
+    }
+    second = Experiment(parse_config(grown), out, progress=False).run()
+    inv = second["invocations"][-1]
+    assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (2, 1, 200)
+    assert [r["metrics"] for r in second["runs"] if r["attack"] == "kr"] == before
+    # redefining a name whose runs are stored would replace them: refused, folder untouched
+    saved = (out / "results.json").read_text()
+    changed = {**grown, "attacks": {**grown["attacks"], "cc": {"type": "copycat"}}}
+    with pytest.raises(ConfigError, match="attack 'cc'.*another definition.*new name"):
+        Experiment(parse_config(changed), out, progress=False).run()
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["run", str(path), "--out", str(tmp_path), "--dry-run"]) == 2
+    assert "attack 'cc'" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == saved
+    # a name no longer in the config keeps its runs and blocks nothing
+    fewer = {**grown, "attacks": {"kr": CONFIG["attacks"]["kr"]}, "grid": one["grid"]}
+    third = Experiment(parse_config(fewer), out, progress=False).run()
+    assert third["invocations"][-1]["queries_bought"] == 0 and len(third["runs"]) == 3
+
+
+def test_a_folder_of_an_older_stealkit_is_still_the_same_experiment(tmp_path: Path) -> None:
+    from stealkit.experiments.store import legacy_hash
+
+    out = tmp_path / "resume"
+    cfg = parse_config(CONFIG)
+    Experiment(cfg, out, progress=False).run()
+    data = json.loads((out / "results.json").read_text())
+    data["config_hash"] = legacy_hash(data["config"])  # as the older runner wrote it
+    (out / "results.json").write_text(json.dumps(data))
+    grown = {**CONFIG, "grid": [{"attacks": ["kr", "cc"], "budgets": [100, 150, 200]}]}
+    again = Experiment(parse_config(grown), out, progress=False).run()
+    assert again["invocations"][-1]["queries_bought"] == 400  # only the two new runs
+    assert again["config_hash"] != data["config_hash"]  # rewritten with today's hash
+    other = {**CONFIG, "price_per_1k": 4.0}
+    with pytest.raises(ConfigError, match="another experiment"):
+        Experiment(parse_config(other), out, progress=False).run()
+
+
 def test_a_config_hash_ignores_where_it_runs_but_not_what_it_runs() -> None:
     from stealkit.experiments.runner import experiment_hash
 
@@ -153,6 +204,8 @@ def test_a_config_hash_ignores_where_it_runs_but_not_what_it_runs() -> None:
         )
     )
     assert experiment_hash(base) != experiment_hash(parse_config({**CONFIG, "price_per_1k": 3}))
+    more = {**CONFIG["attacks"], "kr2": {"type": "knockoff"}}  # a new name: its own runs' hash
+    assert experiment_hash(base) == experiment_hash(parse_config({**CONFIG, "attacks": more}))
     with pytest.raises(ConfigError):
         parse_config({**CONFIG, "executor": {"kind": "ray", "cpus_per_run": 0}})
 

@@ -33,11 +33,19 @@ from stealkit import __version__
 from stealkit.attacks import build_attack
 from stealkit.data.pool import QueryPool
 from stealkit.defenses import Defense, build_defense, defense_repr
-from stealkit.errors import QueryRefused
+from stealkit.errors import ConfigError, QueryRefused
 from stealkit.experiments.checks import load_part, victim_params
 from stealkit.experiments.config import ExperimentConfig
 from stealkit.experiments.judges import Family, Judge, get_family
-from stealkit.experiments.store import ResultStore, RunRecord, config_hash, now, succeeded
+from stealkit.experiments.store import (
+    ResultStore,
+    RunRecord,
+    config_hash,
+    legacy_hash,
+    now,
+    shared_hash,
+    succeeded,
+)
 from stealkit.experiments.transfer import TransferJudge
 from stealkit.oracle import Ledger, Oracle
 from stealkit.progress import ledger_tracker, reporting
@@ -76,14 +84,47 @@ def resolve_device(name: str) -> torch.device:
     return default_device() if name == "auto" else torch.device(name)
 
 
-_NOT_RESULTS = ("name", "grid", "device", "data_dir", "executor", "save_models")
-
-
 def experiment_hash(cfg: ExperimentConfig) -> str:
-    """What determines every run's result, but not the grid (which may grow and resume), nor
-    where it runs (device, data_dir, executor) nor the folder's name."""
-    dump = cfg.model_dump(mode="json")
-    return config_hash({k: v for k, v in dump.items() if k not in _NOT_RESULTS})
+    """What every run of the folder shares (victim, pool, judge, surrogate, price...), but not
+    the grid (which may grow and resume), nor the named attacks and defences (new ones may join;
+    a changed one is caught by ``changed_definitions``), nor where it runs (device, data_dir,
+    executor) nor the folder's name."""
+    return shared_hash(cfg.model_dump(mode="json"))
+
+
+def changed_definitions(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> list[str]:
+    """The attack and defence names of ``cfg`` whose definition differs from the one that made
+    a finished run stored in ``records``: running them would replace those results."""
+    changed: set[str] = set()
+    for r in map(RunRecord.from_dict, records):
+        if r.status not in ("ok", "blocked") or r.config_hash is None:
+            continue
+        try:
+            a_type, a_params = cfg.attack_spec(r.attack)
+            cfg.defense_spec(r.defense)
+        except KeyError:
+            continue  # a name the config no longer has: its runs are kept and never re-run
+        spec = RunSpec(r.attack, r.defense, r.budget, r.seed)
+        if config_hash(run_config(cfg, spec)) == r.config_hash:
+            continue
+        now_attack = {"name": r.attack, "type": a_type, "params": a_params}
+        if r.config.get("attack") != now_attack:
+            changed.add(f"attack {r.attack!r}")
+        else:
+            changed.add(f"defence {r.defense!r}")
+    return sorted(changed)
+
+
+def check_definitions(out_dir: Path, cfg: ExperimentConfig, records: list[dict[str, Any]]) -> None:
+    """ConfigError when ``cfg`` redefines a name whose finished runs ``out_dir`` holds."""
+    changed = changed_definitions(cfg, records)
+    if changed:
+        raise ConfigError(
+            f"{out_dir} holds finished runs of {', '.join(changed)} made with another "
+            "definition; running this config would replace them. Nothing was run. Give the "
+            "changed one a new name (both are then kept side by side), or add --fresh to start "
+            "the folder over (the old results.json is kept beside)"
+        )
 
 
 def run_config(cfg: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
@@ -455,7 +496,13 @@ class Experiment:
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
-        store = ResultStore(self.out_dir, experiment_hash(cfg), fresh=self.fresh)
+        store = ResultStore(
+            self.out_dir,
+            experiment_hash(cfg),
+            fresh=self.fresh,
+            legacy=legacy_hash(cfg.model_dump(mode="json")),
+        )
+        check_definitions(self.out_dir, cfg, store.data["runs"])
         store.acquire()
         try:
             with reporting(enabled=self.progress):

@@ -34,6 +34,21 @@ def config_hash(data: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_NOT_RESULTS = ("name", "grid", "device", "data_dir", "executor", "save_models")
+_PER_RUN = ("attacks", "defenses")  # named definitions: each run's own hash covers its pair
+
+
+def shared_hash(dump: dict[str, Any]) -> str:
+    """The folder hash of a config's JSON dump: what all its runs share (see
+    ``runner.experiment_hash``)."""
+    return config_hash({k: v for k, v in dump.items() if k not in _NOT_RESULTS + _PER_RUN})
+
+
+def legacy_hash(dump: dict[str, Any]) -> str:
+    """The folder hash of stealkit before the named attacks and defences were left out of it."""
+    return config_hash({k: v for k, v in dump.items() if k not in _NOT_RESULTS})
+
+
 def now() -> str:
     return dt.datetime.now().isoformat(timespec="seconds")
 
@@ -96,10 +111,22 @@ def _json_default(o: Any) -> Any:
     return repr(o)
 
 
-def check_same_experiment(out_dir: Path, data: dict[str, Any], experiment_hash: str) -> None:
-    """ConfigError unless the results ``data`` of ``out_dir`` were made by this experiment."""
+def check_same_experiment(
+    out_dir: Path, data: dict[str, Any], experiment_hash: str, *, legacy: str | None = None
+) -> None:
+    """ConfigError unless the results ``data`` of ``out_dir`` were made by this experiment.
+
+    A folder of an older stealkit (whose hash covered the named attacks and defences too) is
+    accepted when the config stored in it shares this one's hash, or when ``legacy``, this
+    config's ``legacy_hash``, is the hash it holds."""
     old = data.get("config_hash")
-    if old != experiment_hash:
+    stored = data.get("config")
+    older = (legacy is not None and old == legacy) or (
+        isinstance(stored, dict)
+        and old == legacy_hash(stored)
+        and shared_hash(stored) == experiment_hash
+    )
+    if old != experiment_hash and not older:
         what = f"hash {old}" if old else "no config hash (an older stealkit)"
         raise ConfigError(
             f"{out_dir} holds results of another experiment ({what}; this config is "
@@ -123,12 +150,22 @@ class ResultStore:
 
     Args:
         out_dir: the folder (``runs/<name>``); created if missing.
-        experiment_hash: the hash of everything that determines the runs' results (not the grid:
-            a grid can grow and resume); a folder made with another hash is refused.
+        experiment_hash: the hash of what every run shares (not the grid, which may grow and
+            resume, nor the named attacks and defences, which each run's own hash covers); a
+            folder made with another hash is refused.
         fresh: start over; the folder's old results are kept beside as ``results.<time>.json``.
+        legacy: the config's hash as an older stealkit computed it (``legacy_hash``): a folder
+            holding it is the same experiment, and is rewritten with today's hash.
     """
 
-    def __init__(self, out_dir: Path, experiment_hash: str, *, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        experiment_hash: str,
+        *,
+        fresh: bool = False,
+        legacy: str | None = None,
+    ) -> None:
         self.out_dir = out_dir
         self.path = out_dir / RESULTS
         self.experiment_hash = experiment_hash
@@ -149,8 +186,8 @@ class ResultStore:
             self.path.replace(out_dir / f"results.{stamp}.json")
             self.data = {}
         if self.data:
-            check_same_experiment(out_dir, self.data, experiment_hash)
-        self.data.setdefault("config_hash", experiment_hash)
+            check_same_experiment(out_dir, self.data, experiment_hash, legacy=legacy)
+        self.data["config_hash"] = experiment_hash
         self.data.setdefault("runs", [])
         self.data.setdefault("invocations", [])
 
