@@ -190,6 +190,56 @@ def transfer_markdown(transfer: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def summary_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Every attack of every config in one table: a row per answer kind and attack, a column per
+    budget, each cell the mean ± sd agreement over the seeds run and the mean wall time."""
+    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    data_free: set[tuple[str, str]] = set()
+    for name in NAMES:
+        for r in rows(results.get(name, {})):
+            key = (ANSWERS[name], r["attack"])
+            cells.setdefault(key, {})[r["budget"]] = r
+            if "data-free" in name:
+                data_free.add(key)
+    budgets = sorted({b for by in cells.values() for b in by})
+    if not budgets:
+        return []
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return ""
+        sd = f" ± {r['agreement_sd']:.3f}" if r["agreement_sd"] is not None else ""
+        n = len(r["seeds"])
+        seeds = "" if n == 3 else f" ({n} seed{'s' if n != 1 else ''})"
+        return f"{r['agreement_mean']:.3f}{sd}{seeds} · {r['wall_seconds_mean']:.0f} s"
+
+    def order(key: tuple[str, str]) -> tuple[Any, ...]:
+        by = cells[key]
+        first = min(by)  # rank by the smallest budget the attack ran at
+        return (key[0], key in data_free, -by[first]["agreement_mean"])
+
+    lines = [
+        "## Every attack side by side",
+        "",
+        "Agreement with the victim on the 1,000 judge digits, mean ± sd over three seeds unless "
+        "a cell says fewer, then the mean wall time of one run (one thread). Pool attacks first, "
+        "then the data-free ones; the per-config tables below give accuracy and queries.",
+        "",
+        "| answers | attack | " + " | ".join(_budget(b) for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
+    for key in sorted(cells, key=order):
+        by = cells[key]
+        lines.append(
+            f"| {key[0]} | {key[1]} | " + " | ".join(cell(by.get(b)) for b in budgets) + " |"
+        )
+    return [*lines, ""]
+
+
+def _budget(b: int) -> str:
+    return f"{b // 1000}k" if b % 1000 == 0 else f"{b:,}"
+
+
 def markdown(
     results: dict[str, dict[str, Any]], transfer: dict[str, dict[str, Any]] | None = None
 ) -> str:
@@ -206,6 +256,7 @@ def markdown(
         "2-core machine named in the JSON, which was shared with other jobs while these ran: "
         "compare it within a table only.",
         "",
+        *summary_markdown(results),
     ]
     for name in NAMES:
         res = results.get(name)
