@@ -295,3 +295,14 @@ def test_a_skipped_run_made_by_older_code_defaults_is_named(tmp_path: Path, caps
     assert line.count("older code defaults") == 1 and line.startswith("stealkit: warning: kr (behind none)")
     assert "query_batch=32 (today: query_batch=64)" in line and "--fresh" in line
     assert "cc" not in line and any("query_batch=32" in w for w in again["warnings"])
+    # a parameter stored then but not shown today (the bandit's, under random sampling) is no
+    # changed default: no warning
+    for r in data["runs"]:
+        if r["attack"] == "kr":
+            r["attack_repr"] = r["attack_repr"].replace(
+                "query_batch=32,", "query_batch=64, bandit_lr=0.1,"
+            )
+    assert all("bandit_lr=0.1" in r["attack_repr"] for r in data["runs"] if r["attack"] == "kr")
+    (out / "results.json").write_text(json.dumps(data))
+    Experiment(cfg, out, progress=False).run()
+    assert "older code defaults" not in capsys.readouterr().err

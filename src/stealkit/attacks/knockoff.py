@@ -337,6 +337,11 @@ class KnockoffNets(Attack):
         self.recipe = recipe or TrainRecipe()
 
     def __repr__(self) -> str:
+        if self.strategy == "random":  # the bandit's parameters do not apply
+            return (
+                f"KnockoffNets(strategy='random', query_batch={self.query_batch}, "
+                f"recipe={self.recipe})"
+            )
         return (
             f"KnockoffNets(strategy={self.strategy!r}, reward={self.reward!r}, "
             f"query_batch={self.query_batch}, bandit_lr={self.bandit_lr}, window={self.window}, "

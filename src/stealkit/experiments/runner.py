@@ -219,10 +219,15 @@ def stale_warnings(
                 continue  # an object's default repr (its address) tells nothing about defaults
             diff = []
             for kind, o, n in zip(("attack", "defence"), old, now_repr, strict=True):
-                gone = repr_parts(o) - repr_parts(n)
-                if gone:  # a parameter that only appears today is not a change of default
+                today = repr_parts(n)
+                shown = {t.partition("=")[0] for t in today}
+                # a parameter that only appears today, or that today's repr no longer shows
+                # (it does not apply, e.g. a bandit setting of random sampling), is no default
+                # that changed
+                gone = {g for g in repr_parts(o) - today if g.partition("=")[0] in shown}
+                if gone:
                     names = {g.partition("=")[0] for g in gone}
-                    new = sorted(t for t in repr_parts(n) if t.partition("=")[0] in names)
+                    new = sorted(t for t in today if t.partition("=")[0] in names)
                     diff.append(f"{kind} {', '.join(sorted(gone))} (today: {', '.join(new)})")
             if diff:
                 behind[(attack, "; ".join(diff))].append(defense)
