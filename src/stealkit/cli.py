@@ -77,13 +77,13 @@ def _done_runs(cfg: Any, out: Path) -> tuple[set[tuple[str, str, int, int]], lis
         experiment_hash,
         stale_warnings,
     )
-    from stealkit.experiments.store import check_same_experiment, legacy_hash
+    from stealkit.experiments.store import check_same_experiment, whole_hash
     from stealkit.report import load_results
 
     if not (out / "results.json").is_file():
         return set(), []
     data = load_results(out / "results.json")
-    legacy = legacy_hash(cfg.model_dump(mode="json"))
+    legacy = whole_hash(cfg.model_dump(mode="json"))
     check_same_experiment(out, data, experiment_hash(cfg), legacy=legacy)
     check_definitions(out, cfg, data["runs"])
     done = already_done(cfg, data["runs"])

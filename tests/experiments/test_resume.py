@@ -172,13 +172,13 @@ def test_a_new_attack_joins_the_folder_and_a_redefined_one_is_refused(
 
 
 def test_a_folder_of_an_older_stealkit_is_still_the_same_experiment(tmp_path: Path) -> None:
-    from stealkit.experiments.store import legacy_hash
+    from stealkit.experiments.store import whole_hash
 
     out = tmp_path / "resume"
     cfg = parse_config(CONFIG)
     Experiment(cfg, out, progress=False).run()
     data = json.loads((out / "results.json").read_text())
-    data["config_hash"] = legacy_hash(data["config"])  # as the older runner wrote it
+    data["config_hash"] = whole_hash(data["config"])  # as the older runner wrote it
     (out / "results.json").write_text(json.dumps(data))
     grown = {**CONFIG, "grid": [{"attacks": ["kr", "cc"], "budgets": [100, 150, 200]}]}
     again = Experiment(parse_config(grown), out, progress=False).run()
@@ -292,7 +292,9 @@ def test_a_skipped_run_made_by_older_code_defaults_is_named(tmp_path: Path, caps
     assert (inv["ran"], inv["skipped"], inv["queries_bought"]) == (0, 4, 0)  # nothing re-bought
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if "older code defaults" in x)
-    assert line.count("older code defaults") == 1 and line.startswith("stealkit: warning: kr (behind none)")
+    assert line.count("older code defaults") == 1 and line.startswith(
+        "stealkit: warning: kr (behind none)"
+    )
     assert "query_batch=32 (today: query_batch=64)" in line and "--fresh" in line
     assert "cc" not in line and any("query_batch=32" in w for w in again["warnings"])
     # a parameter stored then but not shown today (the bandit's, under random sampling) is no

@@ -79,11 +79,13 @@ def ray_task(
     models_dir: str | None = None,
 ) -> dict[str, Any]:
     """One run on a Ray worker; reports its queries bought to ``counter`` as it goes."""
-    from stealkit.experiments.runner import experiment_hash
+    from stealkit.experiments.store import whole_hash
 
     torch.set_num_threads(max(1, threads))
     cfg = parse_config(cfg_data, "<ray task>", check=False)
-    key = experiment_hash(cfg) + device
+    # the whole config (named attacks and defences too: the context builds them), not only
+    # what the folder's runs share
+    key = whole_hash(cfg.model_dump(mode="json")) + device
     if key not in _CONTEXTS:
         _CONTEXTS.clear()
         _CONTEXTS[key] = RunContext(cfg, torch.device(device))

@@ -41,10 +41,10 @@ from stealkit.experiments.store import (
     ResultStore,
     RunRecord,
     config_hash,
-    legacy_hash,
     now,
     shared_hash,
     succeeded,
+    whole_hash,
 )
 from stealkit.experiments.transfer import TransferJudge
 from stealkit.oracle import Ledger, Oracle
@@ -505,7 +505,7 @@ class Experiment:
             self.out_dir,
             experiment_hash(cfg),
             fresh=self.fresh,
-            legacy=legacy_hash(cfg.model_dump(mode="json")),
+            legacy=whole_hash(cfg.model_dump(mode="json")),
         )
         check_definitions(self.out_dir, cfg, store.data["runs"])
         store.acquire()

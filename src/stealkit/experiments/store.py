@@ -44,8 +44,9 @@ def shared_hash(dump: dict[str, Any]) -> str:
     return config_hash({k: v for k, v in dump.items() if k not in _NOT_RESULTS + _PER_RUN})
 
 
-def legacy_hash(dump: dict[str, Any]) -> str:
-    """The folder hash of stealkit before the named attacks and defences were left out of it."""
+def whole_hash(dump: dict[str, Any]) -> str:
+    """Everything of a config's dump that determines its runs' results, the named attacks and
+    defences included; what an older stealkit used as the folder hash."""
     return config_hash({k: v for k, v in dump.items() if k not in _NOT_RESULTS})
 
 
@@ -118,12 +119,12 @@ def check_same_experiment(
 
     A folder of an older stealkit (whose hash covered the named attacks and defences too) is
     accepted when the config stored in it shares this one's hash, or when ``legacy``, this
-    config's ``legacy_hash``, is the hash it holds."""
+    config's ``whole_hash``, is the hash it holds."""
     old = data.get("config_hash")
     stored = data.get("config")
     older = (legacy is not None and old == legacy) or (
         isinstance(stored, dict)
-        and old == legacy_hash(stored)
+        and old == whole_hash(stored)
         and shared_hash(stored) == experiment_hash
     )
     if old != experiment_hash and not older:
@@ -154,7 +155,7 @@ class ResultStore:
             resume, nor the named attacks and defences, which each run's own hash covers); a
             folder made with another hash is refused.
         fresh: start over; the folder's old results are kept beside as ``results.<time>.json``.
-        legacy: the config's hash as an older stealkit computed it (``legacy_hash``): a folder
+        legacy: the config's hash as an older stealkit computed it (``whole_hash``): a folder
             holding it is the same experiment, and is rewritten with today's hash.
     """
 
