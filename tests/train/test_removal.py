@@ -133,8 +133,8 @@ def test_super_fine_tuning_forgets_more_and_keeps_accuracy(
     # soft labels (the victim's probabilities) are taken as well
     soft = predict(victim.model, x, device="cpu").softmax(1)
     model = copy.deepcopy(victim.model)
-    super_fine_tune(model, x, soft, epochs=2, phase1_epochs=1, batch_size=32, device="cpu")
-    assert _scores(model, victim)[0] >= 0.5
+    super_fine_tune(model, x, soft, epochs=4, phase1_epochs=2, batch_size=32, device="cpu")
+    assert _scores(model, victim)[0] >= 0.6  # chance 0.1
 
 
 @pytest.mark.parametrize(
