@@ -223,10 +223,12 @@ def summary_markdown(results: dict[str, dict[str, Any]]) -> list[str]:
     cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     data_free: set[tuple[str, str]] = set()
     for name in NAMES:
-        for r in rows(results.get(name, {})):
+        res = results.get(name, {})
+        no_pool = (res.get("config") or {}).get("pool") is None  # the attacks make their queries
+        for r in rows(res):
             key = (ANSWERS[name], r["attack"])
             cells.setdefault(key, {})[r["budget"]] = r
-            if "data-free" in name:
+            if no_pool:
                 data_free.add(key)
     budgets = sorted({b for by in cells.values() for b in by})
     if not budgets:
