@@ -30,22 +30,34 @@ METRICS, NA = ("agreement", "accuracy"), "— / —"
 ROWS = ["random, cnn3", "adaptive, cnn3", "random, lenet5", "random, cnn3, augmented"]
 ROWS += ["random, cnn3, mixed-open-world pool", "adaptive, cnn3, mixed-open-world pool"]
 ROWS += ["random, cnn3, knockoff-random recipe", "random, cnn3, knockoff-plain recipe"]
+ROWS += [
+    "random, cnn3, labels, knockoff-random recipe",
+    "random, cnn3, labels, knockoff-plain recipe",
+]
+ROWS += ["activethief entropy, cnn3, labels", "activethief kcenter, cnn3, labels"]
+RECIPES = ("knockoff-recipe", "knockoff-labels")  # configs whose attacks are named recipes
 
 
 def knockoff(run: Run) -> str:
     """What was trained: transfer set, surrogate, and whether bought images were augmented."""
-    params = run["config"]["attack"]["params"]
+    attack = run["config"]["attack"]
+    params = attack["params"]
+    kind = "" if attack["type"] == "knockoff" else f"{attack['type']} "
     aug = ", augmented" if params.get("recipe", {}).get("augment") else ""
+    output = run["config"]["victim"].get("output", "probabilities")
+    answers = "" if output == "probabilities" else f", {output}s"  # labels never share a row
     pool = (run["config"].get("pool") or {}).get("dataset", "fashion-mnist")
     where = "" if pool == "fashion-mnist" else f", {pool} pool"
-    recipe = f", {run['attack']} recipe" if run.get("experiment") == "knockoff-recipe" else ""
-    return f"{params['strategy']}, {run['surrogate']}{aug}{where}{recipe}"
+    named = run.get("experiment") in RECIPES and not kind
+    recipe = f", {run['attack']} recipe" if named else ""
+    return f"{kind}{params['strategy']}, {run['surrogate']}{aug}{answers}{where}{recipe}"
 
 
 def old_name(run: Run) -> str:
     """The run's name in the earlier benchmark (random-full-5000-cnn3, ...-cnn3-aug)."""
-    strategy, arch, *rest = knockoff(run).split(", ")
+    strategy, arch, *rest = knockoff(run).replace("activethief ", "activethief-").split(", ")
     output = "full" if run["defense"] == "none" else run["defense"]
+    output = "labels" if "labels" in rest else output
     aug = "-aug" if "augmented" in rest else ""
     aug += "-" + rest[-1].split()[0] if rest and rest[-1].endswith(" recipe") else ""
     pool = next((r.removesuffix(" pool") for r in rest if r.endswith(" pool")), None)
