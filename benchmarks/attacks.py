@@ -116,17 +116,17 @@ READING = [
     "(ActiveThief k-center, 5k probabilities, a cnn3 copy: the architectures differ too) and "
     "0.316 for a LeNet-5 trained on 4,000 real digits. Our reading, not measured: MAZE's generator seeks inputs where clone and victim "
     "disagree, which lie near the victim's decision boundaries.",
-    "- At 20k (same 6-epoch recipe; probabilities on three seeds, labels on two) the order "
-    "holds and the gaps widen where the queries matter: with probabilities ActiveThief "
-    "k-center 0.954 ± 0.008 and entropy 0.949 ± 0.006 lead Knockoff random 0.937 ± 0.007, then "
-    "JBDA 0.770 ± 0.022 and Ripper 0.767 ± 0.009; from labels k-center 0.926 ± 0.005 leads "
-    "Knockoff/CopyCat 0.896 ± 0.013 on both seeds, DFMS-HL reaches 0.866 (synthetic) and "
-    "0.855 (proxy), JBDA-TR 0.565 and JBDA 0.491. This table's recipe is the old short one: "
-    "issue 16's recipes take Knockoff random to 0.976 ± 0.003 with probabilities and 0.934 ± "
-    "0.011 from labels at 20k (`knockoff.md`), so compare attacks within this table. "
-    "k-center's +0.03 over random on labels says other queries, not another fit, are what "
-    "could lift 20k labels past 0.93; `knockoff-labels.yaml` now holds ActiveThief with the "
-    "label recipe for that test (not run yet).",
+    "- At 20k (same 6-epoch recipe, three seeds with either answer) the order holds and the "
+    "gaps widen where the queries matter: with probabilities ActiveThief k-center 0.954 ± 0.008 "
+    "and entropy 0.949 ± 0.006 lead Knockoff random 0.937 ± 0.007, then JBDA 0.770 ± 0.022 and "
+    "Ripper 0.767 ± 0.009; from labels k-center 0.922 ± 0.007 leads entropy 0.901 ± 0.023 and "
+    "Knockoff/CopyCat 0.893 ± 0.010 (k-center is ahead of random on every seed), DFMS-HL "
+    "reaches 0.876 ± 0.052 (synthetic) and 0.843 ± 0.029 (proxy), JBDA-TR 0.561 ± 0.025 and "
+    "JBDA 0.489 ± 0.040. This table's recipe is the old short one: issue 16's recipes take "
+    "Knockoff random to 0.976 ± 0.003 with probabilities and 0.934 ± 0.011 from labels at 20k "
+    "(`knockoff.md`), so compare attacks within this table. With the label recipe "
+    "(`knockoff-labels.yaml`) k-center keeps its lead: 0.947 ± 0.003 (0.946, 0.950, 0.944) "
+    "against random's 0.934, the best label copy in stealkit, 0.003 short of 0.95.",
     "- Knockoff adaptive (the paper's bandit, defaults) is below random on this Fashion-MNIST "
     "pool at 1k and 5k with either answer (labels 0.455 / 0.597 against 0.547 / 0.638; "
     "probabilities 0.539 / 0.599 against 0.644 / 0.668): the paper itself reports little gain "
@@ -137,15 +137,20 @@ READING = [
     "/ 0.621 ± 0.064 at 1k / 5k, probabilities 0.644 ± 0.026 / 0.685 ± 0.036. DFAL+k-center "
     "with probabilities is the best 5k copy of the table, 0.786 ± 0.048, level with k-center "
     "alone (0.777 ± 0.006) within its spread; at 1k 0.645 ± 0.079 with probabilities and "
-    "0.564 ± 0.065 from labels (its 5k label runs were stopped for time). DeepFool makes them "
+    "0.564 ± 0.065 from labels; at 5k from labels 0.676 ± 0.034 (0.713, 0.645, 0.671), level "
+    "with k-center alone (0.671 ± 0.039). DeepFool makes them "
     "the slowest pool attacks: 220-390 s a run against 110-260 s for k-center.",
-    "- Not yet measured (issue 15 stays open): the third label seed at 20k, the 20k column of "
-    "Knockoff adaptive and the DFAL strategies, DFAL+k-center from 5k labels, DaST-L and MEGA "
-    "at 400k in this table, and the transfer from most copies made this session (20k, "
-    "adaptive, DFAL; about 30 s a copy, resumed by the next `python -m benchmarks.attacks`). The "
+    "- Not yet measured (issue 15 stays open): the 20k column of Knockoff adaptive and the "
+    "DFAL strategies; MEGA at 400k in this table (72 min a run here) and DaST-L at 400k in this "
+    "table (the same DaST-L ran to 400k on three seeds in `data_free_analysis.md`, judged on "
+    "all 5,000 digits); the transfer from the 17 copies of an earlier session whose model "
+    "files were not kept (the repository keeps each folder's results.json only): the 12 DFAL "
+    "and DFAL+k-center copies with probabilities, three seed-2 probability copies at 20k and "
+    "two DFAL+k-center label copies at 1k. The "
     "D-DAE-style thief (`attacks/ddae.py`, recipe option `undo: ddae`) is measured in "
     "`defences.md`. The MAZE, DFMS-HL and Black-Box Ripper papers' MNIST tables could not be "
-    "read here (only abstracts), so no figure is set beside those papers.",
+    "read here (only abstracts; searches this session found only their abstracts and later "
+    "papers' citations), so no figure is set beside those papers.",
     "",
 ]
 
