@@ -140,10 +140,15 @@ READING = [
     "0.564 ± 0.065 from labels; at 5k from labels 0.676 ± 0.034 (0.713, 0.645, 0.671), level "
     "with k-center alone (0.671 ± 0.039). DeepFool makes them "
     "the slowest pool attacks: 220-390 s a run against 110-260 s for k-center.",
+    "- Transfer at 20k (three seeds): the copies that agree best transfer best here too. PGD "
+    "at eps 0.3 from the label copies fools the victim on 0.883 of the digits (ActiveThief "
+    "k-center), 0.834 (entropy), 0.796 (Knockoff/CopyCat), 0.41-0.45 (DFMS-HL) and under 0.07 "
+    "(JBDA, JBDA-TR); from the probability copies on 0.90-0.92 (k-center 0.922 and entropy "
+    "0.900, two seeds each; Knockoff random 0.901), 0.698 (Ripper, two seeds) and 0.273 (JBDA).",
     "- Not yet measured (issue 15 stays open): the 20k column of Knockoff adaptive and the "
     "DFAL strategies; MEGA at 400k in this table (72 min a run here) and DaST-L at 400k in this "
-    "table (the same DaST-L ran to 400k on three seeds in `data_free_analysis.md`, judged on "
-    "all 5,000 digits); the transfer from the 17 copies of an earlier session whose model "
+    "table (the same DaST-L ran to 400k on three seeds outside it, judged on all 5,000 digits: "
+    "0.235 ± 0.063, `data_free_analysis.md`); the transfer from the 17 copies of an earlier session whose model "
     "files were not kept (the repository keeps each folder's results.json only): the 12 DFAL "
     "and DFAL+k-center copies with probabilities, three seed-2 probability copies at 20k and "
     "two DFAL+k-center label copies at 1k. The "
