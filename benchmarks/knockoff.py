@@ -50,12 +50,15 @@ def knockoff(run: Run) -> str:
     where = "" if pool == "fashion-mnist" else f", {pool} pool"
     named = run.get("experiment") in RECIPES and not kind
     recipe = f", {run['attack']} recipe" if named else ""
-    return f"{kind}{params['strategy']}, {run['surrogate']}{aug}{answers}{where}{recipe}"
+    strategy = params.get("strategy")
+    what = f"{kind}{strategy}" if strategy else kind.strip() or "random"
+    return f"{what}, {run['surrogate']}{aug}{answers}{where}{recipe}"
 
 
 def old_name(run: Run) -> str:
     """The run's name in the earlier benchmark (random-full-5000-cnn3, ...-cnn3-aug)."""
-    strategy, arch, *rest = knockoff(run).replace("activethief ", "activethief-").split(", ")
+    strategy, arch, *rest = knockoff(run).split(", ")
+    strategy = strategy.replace(" ", "-")  # "activethief kcenter" -> "activethief-kcenter"
     output = "full" if run["defense"] == "none" else run["defense"]
     output = "labels" if "labels" in rest else output
     aug = "-aug" if "augmented" in rest else ""
