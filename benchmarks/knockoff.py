@@ -42,16 +42,17 @@ def knockoff(run: Run) -> str:
     """What was trained: transfer set, surrogate, and whether bought images were augmented."""
     attack = run["config"]["attack"]
     params = attack["params"]
-    kind = "" if attack["type"] == "knockoff" else f"{attack['type']} "
+    kind, strategy = attack["type"], params.get("strategy")
+    what = (
+        (strategy or "random") if kind == "knockoff" else " ".join(filter(None, (kind, strategy)))
+    )
     aug = ", augmented" if params.get("recipe", {}).get("augment") else ""
     output = run["config"]["victim"].get("output", "probabilities")
     answers = "" if output == "probabilities" else f", {output}s"  # labels never share a row
     pool = (run["config"].get("pool") or {}).get("dataset", "fashion-mnist")
     where = "" if pool == "fashion-mnist" else f", {pool} pool"
-    named = run.get("experiment") in RECIPES and not kind
+    named = run.get("experiment") in RECIPES and kind == "knockoff"
     recipe = f", {run['attack']} recipe" if named else ""
-    strategy = params.get("strategy")
-    what = f"{kind}{strategy}" if strategy else kind.strip() or "random"
     return f"{what}, {run['surrogate']}{aug}{answers}{where}{recipe}"
 
 
@@ -59,8 +60,7 @@ def old_name(run: Run) -> str:
     """The run's name in the earlier benchmark (random-full-5000-cnn3, ...-cnn3-aug)."""
     strategy, arch, *rest = knockoff(run).split(", ")
     strategy = strategy.replace(" ", "-")  # "activethief kcenter" -> "activethief-kcenter"
-    output = "full" if run["defense"] == "none" else run["defense"]
-    output = "labels" if "labels" in rest else output
+    output = "labels" if "labels" in rest else {"none": "full"}.get(run["defense"], run["defense"])
     aug = "-aug" if "augmented" in rest else ""
     aug += "-" + rest[-1].split()[0] if rest and rest[-1].endswith(" recipe") else ""
     pool = next((r.removesuffix(" pool") for r in rest if r.endswith(" pool")), None)
