@@ -107,7 +107,7 @@ READING = [
     "`data_free_analysis.md`). From labels DaST-L with the paper's sigmoid tail stays at "
     "chance at 100k (0.105 ± 0.009; its paper needed 21.5M queries for 68.69%); MEGA (our "
     "form: class balance, half the latent batch redrawn, weights averaged) reaches 0.775 ± "
-    "0.037 at 100k (0.785, 0.734, 0.806). DaST-L and MEGA at 400k are not run (MEGA's "
+    "0.037 at 100k (0.785, 0.734, 0.806). MEGA at 400k is not run in this table (its "
     "substitute trains up to 30 passes a round: 18 min per 100k here, 72 min per 400k run; "
     "`data_free_analysis.md` has our form to 400k on three seeds outside this table: it peaks "
     "near 100k and drifts to 0.731 ± 0.016). The data-free copies transfer best "
