@@ -158,9 +158,10 @@ READING = [
     "DaST-L at 400k in this table (three seeds): 0.249 ± 0.056 (0.305, 0.249, 0.194), as in "
     "`data_free_analysis.md` (0.235 ± 0.063 judged on all 5,000 digits).",
     "- Not yet measured (issue 15 stays open): MEGA's third seed at 400k and MEGA's "
-    "probability form in this table; the transfer from the 20k adaptive, DFAL, DFAL+k-center, "
-    "DaST-L / DaST-P 400k and MEGA 400k copies (their model files were not kept across "
-    "machines); "
+    "probability form in this table; the transfer from the 20k adaptive, DFAL, DFAL+k-center "
+    "and DaST-L 400k copies (their model files were not kept across machines) and from the "
+    "DaST-P and MEGA 400k copies (saved on the machine that made them; not measured, for "
+    "time); "
     "the transfer from the 17 copies of an earlier session whose model "
     "files were not kept (the repository keeps each folder's results.json only): the 12 DFAL "
     "and DFAL+k-center copies with probabilities, three seed-2 probability copies at 20k and "
