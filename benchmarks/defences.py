@@ -120,10 +120,30 @@ def _outcome(r: dict[str, Any]) -> str:
     return _f((r.get("metrics") or {}).get("agreement"))
 
 
+def _seeds_outcome(runs: list[dict[str, Any]]) -> str:
+    """One cell for the seeds of one attack and defence: the agreement (mean ± sd and the number
+    of seeds when there are several and all finished), else each seed's outcome."""
+    if len(runs) == 1:
+        return _outcome(runs[0])
+    runs = sorted(runs, key=lambda r: int(r["seed"]))
+    if all(r["status"] == "ok" for r in runs):
+        vals = [float(r["metrics"]["agreement"]) for r in runs]
+        return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f} ({len(vals)} seeds)"
+    return ", ".join(_outcome(r) for r in runs)
+
+
+def _by_seed(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        out.setdefault((r["defense"], r["attack"]), []).append(r)
+    return out
+
+
 def frontier_table(results: dict[str, Any]) -> list[list[str]]:
-    """One row per defence: what honest users keep, then each attack's agreement."""
+    """One row per defence: what honest users keep, then each attack's agreement (over the seeds
+    run)."""
     utility = {d["name"]: d for d in results.get("defenses", [])}
-    runs = {(r["defense"], r["attack"]): r for r in results.get("runs", [])}
+    runs = _by_seed(results.get("runs", []))
     rows = []
     for name in dict.fromkeys(r["defense"] for r in results.get("runs", [])):
         u = utility.get(name, {})
@@ -132,7 +152,10 @@ def frontier_table(results: dict[str, Any]) -> list[list[str]]:
                 name,
                 _f(u.get("victim_accuracy")),
                 _f(u.get("top1_kept")),
-                *(_outcome(runs[name, a]) if (name, a) in runs else "—" for a in FRONTIER_ATTACKS),
+                *(
+                    _seeds_outcome(runs[name, a]) if (name, a) in runs else "—"
+                    for a in FRONTIER_ATTACKS
+                ),
             ]
         )
     return rows
@@ -194,21 +217,48 @@ def seed_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+def _verdicts(verdicts: list[dict[str, Any]]) -> str:
+    """The D-DAE detector's verdicts over seeds, e.g. 'mad on 2 of 3 seeds (0.49-0.50), clean on
+    1 (0.61)'."""
+    by: dict[str, list[float]] = {}
+    for v in verdicts:
+        by.setdefault(v["detected"], []).append(float(v["confidence"]))
+    parts = []
+    for i, (name, conf) in enumerate(sorted(by.items(), key=lambda kv: -len(kv[1]))):
+        lo, hi = min(conf), max(conf)
+        span = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+        n = (
+            f"{len(conf)} of {len(verdicts)} seeds"
+            if i == 0 and len(verdicts) > 1
+            else str(len(conf))
+        )
+        parts.append(f"{name} on {n} ({span})" if len(verdicts) > 1 else f"{name} ({span})")
+    return ", ".join(parts)
+
+
 def aware_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     """Each defence: plain Knockoff random (frontier) beside the argmax-trained thief (aware) and
     the thief that detects and restores perturbed answers (aware-ddae)."""
 
-    def by_defence(name: str, attack: str | None = None) -> dict[str, dict[str, Any]]:
+    def by_defence(name: str, attack: str | None = None) -> dict[str, list[dict[str, Any]]]:
         runs = results.get(name, {}).get("runs", [])
-        return {r["defense"]: r for r in runs if attack is None or r["attack"] == attack}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            if attack is None or r["attack"] == attack:
+                out.setdefault(r["defense"], []).append(r)
+        return out
 
     plain = by_defence("defences-frontier", "knockoff-random")
     argmax, ddae = by_defence("defences-aware"), by_defence("defences-aware-ddae")
     out = []
     for d in [*argmax, *(d for d in ddae if d not in argmax)]:
-        cells = [_outcome(t[d]) if d in t else "—" for t in (plain, argmax, ddae)]
-        found = ddae.get(d, {}).get("info", {}).get("ddae", {})
-        detected = f"{found['detected']} ({found['confidence']:.2f})" if found else "—"
+        cells = [_seeds_outcome(t[d]) if d in t else "—" for t in (plain, argmax, ddae)]
+        verdicts = [
+            r["info"]["ddae"]
+            for r in sorted(ddae.get(d, []), key=lambda r: int(r["seed"]))
+            if r["status"] == "ok" and "ddae" in (r.get("info") or {})
+        ]
+        detected = _verdicts(verdicts) if verdicts else "—"
         out.append([d, *cells, detected])
     return out
 
