@@ -107,7 +107,7 @@ READING = [
     "`data_free_analysis.md`). From labels DaST-L with the paper's sigmoid tail stays at "
     "chance at 100k (0.105 ± 0.009; its paper needed 21.5M queries for 68.69%); MEGA (our "
     "form: class balance, half the latent batch redrawn, weights averaged) reaches 0.775 ± "
-    "0.037 at 100k (0.785, 0.734, 0.806). MEGA at 400k reaches 0.777 ± 0.097 on three seeds (0.814, "
+    "0.037 at 100k (0.785, 0.734, 0.806). MEGA at 400k reaches 0.777 ± 0.098 on three seeds (0.814, "
     "0.852, 0.666; 93-114 min a run, one thread beside another). MEGA-P (its probability form, same settings) "
     "reaches 0.839 ± 0.047 at 100k (0.863, 0.870, 0.785; about 25 min a run). "
     "DaST-P (the probability form, sigmoid tail) stays near chance at 100k (0.119 ± 0.029) and "
