@@ -19,6 +19,7 @@ import argparse
 import json
 import re
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,12 @@ def _seeds_outcome(runs: list[dict[str, Any]]) -> str:
     return ", ".join(_outcome(r) for r in runs)
 
 
-def _by_seed(runs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _group(runs: Iterable[dict[str, Any]], *fields: str) -> dict[Any, list[dict[str, Any]]]:
+    """The runs (every seed) by defence, or by the tuple of ``fields`` when given."""
+    out: dict[Any, list[dict[str, Any]]] = {}
     for r in runs:
-        out.setdefault((r["defense"], r["attack"]), []).append(r)
+        key = tuple(r[f] for f in fields) if fields else r["defense"]
+        out.setdefault(key, []).append(r)
     return out
 
 
@@ -143,7 +146,7 @@ def frontier_table(results: dict[str, Any]) -> list[list[str]]:
     """One row per defence: what honest users keep, then each attack's agreement (over the seeds
     run)."""
     utility = {d["name"]: d for d in results.get("defenses", [])}
-    runs = _by_seed(results.get("runs", []))
+    runs = _group(results.get("runs", []), "defense", "attack")
     rows = []
     for name in dict.fromkeys(r["defense"] for r in results.get("runs", [])):
         u = utility.get(name, {})
@@ -242,11 +245,7 @@ def aware_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
 
     def by_defence(name: str, attack: str | None = None) -> dict[str, list[dict[str, Any]]]:
         runs = results.get(name, {}).get("runs", [])
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in runs:
-            if attack is None or r["attack"] == attack:
-                out.setdefault(r["defense"], []).append(r)
-        return out
+        return _group(r for r in runs if attack is None or r["attack"] == attack)
 
     plain = by_defence("defences-frontier", "knockoff-random")
     argmax, ddae = by_defence("defences-aware"), by_defence("defences-aware-ddae")
