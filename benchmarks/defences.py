@@ -274,32 +274,35 @@ READING = [
     "## What the frontier says",
     "",
     "- **The best points keep honest accuracy within 0.01 and cut the thief hard at 5k, less "
-    "at 20k.** At 5k queries reverse sigmoid (top-1 kept on every judge digit) and adaptive "
-    "misinformation at tau 0.9 (honest accuracy -0.002) take Knockoff random from 0.692 to "
-    "about 0.21 agreement, MAD-argmax at epsilon 1 to 0.293. At 20k (above, three seeds) the "
-    "same thief climbs back to 0.50-0.54 behind all three (undefended: 0.950): more answers "
-    "teach through a perturbation that keeps the ranking, and seed-to-seed spread is large "
-    "(sd up to 0.078).",
+    "at 20k.** At 5k queries (three seeds) reverse sigmoid (top-1 kept on every judge digit) "
+    "and adaptive misinformation at tau 0.9 (honest accuracy -0.002) take Knockoff random "
+    "from 0.665 ± 0.048 to 0.234 ± 0.027 and 0.195 ± 0.027 agreement, MAD-argmax at epsilon "
+    "1 to 0.327 ± 0.036. At 20k (above, three seeds) the same thief climbs back to 0.50-0.54 "
+    "behind all three (undefended: 0.950): more answers teach through a perturbation that "
+    "keeps the ranking, and seed-to-seed spread is large (sd up to 0.078).",
     "- **Defences that keep every top-1 answer do nothing against a thief that learns from "
     "labels.** CopyCat (labels) keeps 0.63 behind reverse sigmoid and MAD-argmax, as DaST-L "
-    "does; the defence-aware Knockoff (`hard_labels: true`, the knockoff-argmax rows) shows "
-    "the same for a pool thief that simply ignores the scores. Only a defence that changes "
-    "labels on the thief's queries touches them: adaptive misinformation (tau 0.9: CopyCat "
-    "0.200, DaST-L 0.100) and output noise, which also costs honest users (sigma 0.3: honest "
-    "accuracy 0.938).",
+    "does; the defence-aware Knockoff (`hard_labels: true`, three seeds) shows the same for a "
+    "pool thief that simply ignores the scores: 0.633 ± 0.044 behind reverse sigmoid and "
+    "0.632 ± 0.042 behind MAD-argmax, level with its undefended 0.632. Only a defence that "
+    "changes labels on the thief's queries touches them: adaptive misinformation (tau 0.9: "
+    "the argmax thief 0.190 ± 0.033, CopyCat 0.200, DaST-L 0.100) and output noise, which "
+    "also costs honest users (sigma 0.3: honest accuracy 0.938).",
     "- **A thief that detects and restores the perturbation gets most of the way back "
-    "without giving up the scores** (5k, one seed; `aware-ddae.yaml`). Its detector names "
-    "reverse sigmoid (0.99) and MAD (0.50) and calls undefended answers clean (0.87); "
-    "restored, Knockoff climbs from 0.206 to 0.562 behind reverse sigmoid (the argmax thief: "
-    "0.632) and from 0.456 to 0.638 behind MAD at epsilon 0.5, where it beats argmax, since "
-    "MAD moves top-1 classes; undefended it keeps 0.702. Adaptive misinformation at tau 0.9 "
-    "is not among its candidates (with it, undefended answers were taken for it) and it "
-    "stays the one defence neither thief gets past: 0.206 restored, 0.200 on argmax.",
+    "without giving up the scores** (5k, three seeds; `aware-ddae.yaml`). Its detector names "
+    "reverse sigmoid, MAD and MAD-argmax on every seed and calls undefended answers clean on "
+    "every seed. Restored, Knockoff climbs from 0.234 to 0.559 ± 0.043 behind reverse "
+    "sigmoid (0.495 behind the stronger rs-strong), from 0.463 to 0.618 ± 0.041 behind MAD "
+    "at epsilon 0.5, where it beats the argmax thief (0.592), since MAD moves top-1 classes, "
+    "and from 0.327 to 0.662 ± 0.028 behind MAD-argmax; undefended it keeps 0.671. Adaptive "
+    "misinformation at tau 0.9 is not among its candidates (with it, undefended answers were "
+    "taken for it); the detector calls it clean, and it stays the one defence no thief here "
+    "gets past: 0.196 ± 0.030 restored, 0.190 on argmax.",
     "- **MAD without the argmax constraint is not a usable point here**: at epsilon 1 (L1) it "
     "moves most answers to another class, so honest accuracy falls to 0.419 with the thief's; "
     "at epsilon 0.5 it keeps honest accuracy and buys less than reverse sigmoid.",
     "- **Against the papers.** MAD's abstract claims the thief's error grows up to 85x; "
-    "here MAD-argmax grows it 9.5x at 20k (2.3x at 5k), reverse sigmoid 9.2x and adaptive "
+    "here MAD-argmax grows it 9.5x at 20k (2.0x at 5k, three seeds), reverse sigmoid 9.2x and adaptive "
     "misinformation 10.0x, with a last-layer surrogate Jacobian (a stated departure) against "
     "a thief whose own undefended error is only 0.05. Adaptive misinformation's abstract claims "
     "clone accuracy down by up to 40% for under 0.5% benign loss: at tau 0.9 the benign "
@@ -349,7 +352,7 @@ def frontier_section(results: dict[str, dict[str, Any]]) -> list[str]:
     if front:
         lines += [
             *READING,
-            "## The frontier at 5k queries, every defence at several strengths (one seed)",
+            "## The frontier at 5k queries, every defence at several strengths (one seed unless marked)",
             "",
             "Each row is one defence (`frontier.yaml`): what honest users keep, then each "
             "thief's agreement with the victim (6-epoch recipes; DaST-L learns from labels "
@@ -374,7 +377,9 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "victim is the real MNIST CNN (digit-recognizer-py, accuracy "
         f"{_f(victim.get('test_accuracy'))} on the mnist-5k test digits the judge uses); the "
         "thieves query Fashion-MNIST (pool attacks) or their own generators (DaST-L, MEGA, "
-        "MAZE). The 20k headline has three seeds; the other tables one.",
+        "MAZE). The 20k headline, the 5k rows of Knockoff random behind the six defences "
+        "the defence-aware thieves face, and those thieves have three seeds; the other "
+        "cells one.",
         "",
         *frontier_section(results),
         "## PRADA: queries until a thief is blocked",
@@ -485,11 +490,11 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "",
         "## Not measured yet (issue 14 stays open for these)",
         "",
-        "The 20k headline covers three defences on three seeds; the 5k frontier is one seed. "
-        "Not yet run: the frontier's other defences at 20k and on more seeds; the encoder "
-        "attacks against the embedding defences at several strengths in the same table (the "
-        "encoder benchmark and encoder_watermark.md hold one strength each); a D-DAE-style thief "
-        "that detects and undoes perturbation (issue 15); ActiveThief through PRADA.",
+        "The 20k headline covers three defences on three seeds; the 5k frontier has three "
+        "seeds for Knockoff random behind six defences and one elsewhere. Not yet run: the "
+        "frontier's other defences at 20k and on more seeds; the encoder attacks against the "
+        "embedding defences at several strengths in the same table (the encoder benchmark and "
+        "encoder_watermark.md hold one strength each); ActiveThief through PRADA.",
         "",
     ]
     return "\n".join(lines)
