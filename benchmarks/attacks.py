@@ -100,7 +100,7 @@ READING = [
     "Fashion-MNIST, not the paper's pretrained ones.",
     "- Data-free, on equal terms (`equal-data-free-*.yaml`: no pool, generators 16 filters "
     "wide, LeNet-5 copies): with probabilities MAZE reaches 0.614 ± 0.095 at 100k and 0.830 ± "
-    "0.033 at 400k, the strongest data-free figure here; DFME is still at chance at 100k on "
+    "0.033 at 400k, the strongest at 400k (MEGA-P, below, reaches more at 100k); DFME is still at chance at 100k on "
     "every seed and at 400k swings from chance to 0.532 (0.318 ± 0.216): its learning rates "
     "drop at 10%, 30% and 50% of the rounds, so a shorter budget also shortens the phase in "
     "which it leaves chance (with 720k it reaches 0.606 at 400k and 0.619 at the end, seed 0, "
