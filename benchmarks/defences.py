@@ -302,8 +302,8 @@ READING = [
     "moves most answers to another class, so honest accuracy falls to 0.419 with the thief's; "
     "at epsilon 0.5 it keeps honest accuracy and buys less than reverse sigmoid.",
     "- **Against the papers.** MAD's abstract claims the thief's error grows up to 85x; "
-    "here MAD-argmax grows it 9.5x at 20k (2.0x at 5k, three seeds), reverse sigmoid 9.2x and adaptive "
-    "misinformation 10.0x, with a last-layer surrogate Jacobian (a stated departure) against "
+    "here MAD-argmax grows it 9.5x at 20k (2.0x at 5k, three seeds), reverse sigmoid 9.2x and "
+    "adaptive misinformation 10.0x, with a last-layer surrogate Jacobian (a stated departure) against "
     "a thief whose own undefended error is only 0.05. Adaptive misinformation's abstract claims "
     "clone accuracy down by up to 40% for under 0.5% benign loss: at tau 0.9 the benign "
     "loss is 0.2% and Knockoff random's clone accuracy falls from 0.688 to 0.206 at 5k, more "
@@ -352,7 +352,8 @@ def frontier_section(results: dict[str, dict[str, Any]]) -> list[str]:
     if front:
         lines += [
             *READING,
-            "## The frontier at 5k queries, every defence at several strengths (one seed unless marked)",
+            "## The frontier at 5k queries, every defence at several strengths "
+            "(one seed unless marked)",
             "",
             "Each row is one defence (`frontier.yaml`): what honest users keep, then each "
             "thief's agreement with the victim (6-epoch recipes; DaST-L learns from labels "
