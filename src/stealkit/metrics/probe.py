@@ -97,8 +97,45 @@ def linear_probe(
         raise ValueError(
             f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
         )
-    f_train = extract_features(encoder_fn, train_x, device=device)
-    f_test = extract_features(encoder_fn, test_x, device=device)
+    return probe_features(
+        extract_features(encoder_fn, train_x, device=device),
+        train_y,
+        extract_features(encoder_fn, test_x, device=device),
+        test_y,
+        num_classes=num_classes,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        standardize=standardize,
+        seed=seed,
+        device=device,
+    )
+
+
+def probe_features(
+    f_train: Tensor,
+    train_y: Tensor,
+    f_test: Tensor,
+    test_y: Tensor,
+    *,
+    num_classes: int | None = None,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    standardize: bool = True,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> ProbeResult:
+    """``linear_probe`` on features already extracted (N, D): for a caller that needs the
+    features as well, so that the encoder runs once per image."""
+    if len(f_train) != len(train_y) or len(f_test) != len(test_y):
+        raise ValueError("features and labels must have the same length")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(
+            f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
+        )
     c = num_classes if num_classes is not None else int(max(train_y.max(), test_y.max())) + 1
     d = f_train.shape[1]
     if standardize:
