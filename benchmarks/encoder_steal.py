@@ -20,7 +20,8 @@ encoder_stealing.json in --docs. Several seeds: mean ± sd. The configs, by name
 - encoder-defences: Cont-Steal and MSE against embedding noise, top-k and rounding; utility is
   the victim's downstream accuracy for honest users behind each defence.
 - encoder-efficientnet-in/-out: the real EfficientNet-Lite0 (ImageNet, 96 px) as the victim, a
-  resnet8 on 3x-downsampled inputs as the surrogate.
+  resnet8 on 3x-downsampled inputs as the surrogate; -out-simclr-views: Cont-Steal with SimCLR
+  views there.
 - encoder-contsteal-out, -100, -10: Cont-Steal as the dissertation states it (RandAugment views)
   against its variants (same_view, SimCLR views, clean pairs), MSE and the untrained floor, with
   probes of about 500, 100 and 10 labels per class.
