@@ -68,6 +68,13 @@ class ProbeResult:
     head: nn.Module
 
 
+def _check_protocol(epochs: int, batch_size: int, lr: float) -> None:
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(
+            f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
+        )
+
+
 def linear_probe(
     encoder_fn: EncoderFn,
     train_x: Tensor,
@@ -93,10 +100,7 @@ def linear_probe(
     """
     if len(train_x) != len(train_y) or len(test_x) != len(test_y):
         raise ValueError("images and labels must have the same length")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(
-            f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
-        )
+    _check_protocol(epochs, batch_size, lr)
     return probe_features(
         extract_features(encoder_fn, train_x, device=device),
         train_y,
@@ -132,10 +136,7 @@ def probe_features(
     features as well, so that the encoder runs once per image."""
     if len(f_train) != len(train_y) or len(f_test) != len(test_y):
         raise ValueError("features and labels must have the same length")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(
-            f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
-        )
+    _check_protocol(epochs, batch_size, lr)
     c = num_classes if num_classes is not None else int(max(train_y.max(), test_y.max())) + 1
     d = f_train.shape[1]
     if standardize:
