@@ -13,6 +13,7 @@ from stealkit.metrics import (
     linear_probe,
     probe_agreement,
 )
+from stealkit.metrics.probe import probe_features
 
 
 def _blobs(n: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -79,3 +80,19 @@ def test_probe_refuses_mismatched_inputs() -> None:
         linear_probe(flatten, x, y[:5], x, y, device="cpu")
     with pytest.raises(ValueError):
         linear_probe(flatten, x, y, x, y, epochs=0, device="cpu")
+
+
+def test_probe_on_features_matches_the_probe_on_images_and_refuses_bad_input() -> None:
+    x, y = _blobs(120, 0)
+    tx, ty = _blobs(60, 1)
+    on_images = linear_probe(flatten, x, y, tx, ty, epochs=20, batch_size=32, device="cpu")
+    on_features = probe_features(
+        flatten(x), y, flatten(tx), ty, epochs=20, batch_size=32, device="cpu"
+    )
+    assert on_features.accuracy >= 0.9
+    assert on_features.accuracy == on_images.accuracy
+    assert torch.equal(on_features.predictions, on_images.predictions)
+    with pytest.raises(ValueError, match="same length"):
+        probe_features(flatten(x), y[:5], flatten(tx), ty, device="cpu")
+    with pytest.raises(ValueError, match="epochs"):
+        probe_features(flatten(x), y, flatten(tx), ty, lr=0.0, device="cpu")
